@@ -1,0 +1,1 @@
+"""RecLens core: data loading, models and evaluation, free of any UI code."""

@@ -1,0 +1,712 @@
+"""Ingestion: from a behaviour log (and an optional item file) to a dataset in the store.
+
+The flow is ``inspect`` (sniff the file, preview it, suggest a column mapping),
+then ``ingest`` (read, map, clean, load in one transaction). Reading is done by
+DuckDB's own readers (CSV sniffer, Parquet); Python never loops over rows.
+
+Everything a user can get wrong raises :class:`IngestError` with one message
+that says what is wrong, where, and how to fix it; the database is untouched
+by a failing load because the whole load is a single transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from core.store import (
+    DatasetInfo,
+    ProgressFn,
+    SourceSpec,
+    Store,
+    StoreError,
+    validate_dataset_name,
+)
+
+EVENT_ROLES = ("user", "item", "time", "type", "value")
+ITEM_ROLES = ("item", "title", "categories", "text")
+
+# Normalised column names (lower case, letters and digits only) suggested per role.
+_EVENT_NAMES: dict[str, tuple[str, ...]] = {
+    "user": (
+        "userid",
+        "user",
+        "uid",
+        "customerid",
+        "customer",
+        "visitorid",
+        "visitor",
+        "clientid",
+        "client",
+        "memberid",
+        "member",
+        "accountid",
+        "account",
+        "reviewerid",
+        "sessionid",
+        "session",
+        "personid",
+    ),
+    "item": (
+        "itemid",
+        "item",
+        "movieid",
+        "movie",
+        "productid",
+        "product",
+        "asin",
+        "sku",
+        "articleid",
+        "article",
+        "trackid",
+        "track",
+        "songid",
+        "song",
+        "bookid",
+        "book",
+        "isbn",
+        "contentid",
+        "content",
+        "iid",
+        "videoid",
+        "video",
+        "offerid",
+    ),
+    "time": (
+        "timestamp",
+        "eventtime",
+        "time",
+        "datetime",
+        "date",
+        "ts",
+        "createdat",
+        "eventdate",
+        "unixtime",
+        "unixreviewtime",
+        "reviewtime",
+        "occurredat",
+        "eventtimestamp",
+    ),
+    "type": ("eventtype", "event", "action", "behavior", "behaviour", "interaction", "type"),
+    "value": ("rating", "score", "value", "weight", "stars", "quantity", "count", "overall"),
+}
+_ITEM_NAMES: dict[str, tuple[str, ...]] = {
+    "item": _EVENT_NAMES["item"] + ("id",),
+    "title": ("title", "name", "itemname", "productname", "moviename", "label"),
+    "categories": (
+        "genres",
+        "genre",
+        "categories",
+        "category",
+        "tags",
+        "tag",
+        "topics",
+        "topic",
+        "section",
+    ),
+    "text": ("text", "description", "desc", "summary", "overview", "plot", "body", "content"),
+}
+
+_NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|U\w*INT|FLOAT|DOUBLE|DECIMAL)")
+
+
+class IngestError(Exception):
+    """A bad file or mapping, with a message written for the person who uploaded it."""
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a file; None / "auto" lets the sniffer decide.
+
+    Args:
+        delimiter (str | None): one character (``","``, ``";"``, ``"\\t"``, ``"|"``, ``" "``...).
+        header (bool | None): whether the first line holds column names.
+        encoding (str): ``"auto"`` (UTF-8, else Latin-1), ``"utf-8"`` or ``"latin-1"``.
+    """
+
+    delimiter: str | None = None
+    header: bool | None = None
+    encoding: str = "auto"
+
+
+@dataclass(frozen=True)
+class EventMapping:
+    """Which column plays which role; a name, or a 1-based position for headerless files.
+
+    Args:
+        user, item: required.
+        time: None means file order.
+        type: event type (view, cart...), optional.
+        value: rating or weight, optional.
+        min_value: keep only events with ``value >= min_value`` (positive filter).
+    """
+
+    user: str | int | None = None
+    item: str | int | None = None
+    time: str | int | None = None
+    type: str | int | None = None
+    value: str | int | None = None
+    min_value: float | None = None
+
+
+@dataclass(frozen=True)
+class ItemMapping:
+    """Columns of an item file; ``categories`` is a list column or a delimited string."""
+
+    item: str | int | None = None
+    title: str | int | None = None
+    categories: str | int | None = None
+    text: str | int | None = None
+    category_sep: str = "|"
+
+
+@dataclass(frozen=True)
+class Cleaning:
+    """Optional cleaning steps. Exact duplicates are always dropped and counted.
+
+    Args:
+        min_user_events (int): k-core: users with fewer events are dropped (repeatedly).
+        min_item_events (int): k-core: items with fewer events are dropped (repeatedly).
+        collapse_repeats (bool): drop an event that repeats the user's previous item.
+    """
+
+    min_user_events: int = 1
+    min_item_events: int = 1
+    collapse_repeats: bool = False
+
+
+@dataclass
+class Inspection:
+    """What a file looks like once sniffed: the basis of the mapping form."""
+
+    source: SourceSpec
+    columns: list[str]
+    types: dict[str, str]
+    preview: pd.DataFrame
+    has_header: bool
+    delimiter: str | None
+    notes: list[str] = field(default_factory=list)
+
+    def resolve(self, spec: str | int | None, role: str) -> str | None:
+        """Turn a column name or 1-based position into the file's column name."""
+        if spec is None or spec == "":
+            return None
+        if isinstance(spec, int) or (
+            isinstance(spec, str) and spec.isdigit() and spec not in self.columns
+        ):
+            pos = int(spec)
+            if not 1 <= pos <= len(self.columns):
+                raise IngestError(
+                    f"{role} column position {pos} is out of range: the file has "
+                    f"{len(self.columns)} columns ({_names(self.columns)})"
+                )
+            return self.columns[pos - 1]
+        if spec in self.columns:
+            return spec
+        folded = {c.lower(): c for c in self.columns}
+        if spec.lower() in folded:
+            return folded[spec.lower()]
+        raise IngestError(
+            f"{role} column {spec!r} not found; the file's columns are: {_names(self.columns)}"
+        )
+
+
+@dataclass
+class IngestResult:
+    """What a load produced: the catalogue entry and the cleaning report."""
+
+    dataset: DatasetInfo
+    report: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON object printed by ``ingest --json``."""
+        return {
+            "dataset": self.dataset.name,
+            "events": self.dataset.n_events,
+            "users": self.dataset.n_users,
+            "items": self.dataset.n_items,
+            "item_rows": self.dataset.n_item_rows,
+            "dropped": self.report["dropped"],
+            "report": self.report,
+        }
+
+
+def _names(columns: Sequence[str]) -> str:
+    shown = ", ".join(columns[:20])
+    return shown + (f", ... ({len(columns)} in all)" if len(columns) > 20 else "")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def detect_source(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceSpec:
+    """Check that ``path`` is a readable CSV/TSV/Parquet file and choose a reader.
+
+    Looks at the first bytes, never at the file name: an Excel workbook renamed to
+    ``.csv`` or a binary file are refused with a message, gzip and Parquet are
+    recognised by their magic numbers.
+    """
+    path = Path(path)
+    display = path.name
+    if not path.exists():
+        raise IngestError(f"file not found: {display}")
+    if not path.is_file():
+        raise IngestError(f"{display} is not a file")
+    if path.stat().st_size == 0:
+        raise IngestError(f"{display} is empty: it has no header and no rows")
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    if head.startswith(b"PAR1"):
+        return SourceSpec(str(path), kind="parquet")
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
+        raise IngestError(
+            f"{display} is an Excel workbook or a zip archive, not a text file: open it and "
+            "save it as CSV (comma or tab separated), then upload that"
+        )
+    compression = "none"
+    if head.startswith(b"\x1f\x8b"):
+        compression = "gzip"
+    elif b"\x00" in head:
+        raise IngestError(
+            f"{display} contains binary data (NUL bytes) and is not a CSV/TSV text file; "
+            "export the data as CSV or Parquet"
+        )
+    if options.delimiter is not None and len(options.delimiter) != 1:
+        raise IngestError(
+            f"the delimiter must be a single character, got {options.delimiter!r} (use \\t for tab)"
+        )
+    encoding = "utf-8" if options.encoding in ("auto", "utf8", "utf-8") else options.encoding
+    if encoding not in ("utf-8", "latin-1"):
+        raise IngestError(f"unsupported encoding {options.encoding!r}: use utf-8 or latin-1")
+    return SourceSpec(
+        str(path),
+        kind="csv",
+        delimiter=options.delimiter,
+        header=options.header,
+        encoding=encoding,
+        compression=compression,
+    )
+
+
+def _is_unicode_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "unicode" in text or "utf-8" in text or "utf8" in text
+
+
+def _explain(exc: Exception, display: str) -> IngestError:
+    """Turn a DuckDB reader error into a message a person can act on."""
+    text = str(exc)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    lowered = text.lower()
+    if "gzip" in lowered or "zlib" in lowered or "compress" in lowered:
+        return IngestError(
+            f"{display} is a gzip file that is truncated or corrupt ({first}); "
+            "compress the original again or upload it uncompressed"
+        )
+    if "maximum line size" in lowered or "line size" in lowered:
+        return IngestError(
+            f"{display} has a line too long to be a row of a table ({first}); "
+            "check that it is a CSV and that its quotes are balanced"
+        )
+    if "no files found" in lowered or "no such file" in lowered:
+        return IngestError(f"file not found: {display}")
+    first = re.sub(r"\s+", " ", first)
+    return IngestError(
+        f"could not read {display}: {first}. Check the delimiter, the header option and the "
+        "encoding, or export the file again as UTF-8 CSV"
+    )
+
+
+def inspect(
+    store: Store,
+    path: str | Path,
+    options: ReadOptions = ReadOptions(),
+    display_name: str | None = None,
+    preview_rows: int = 20,
+) -> Inspection:
+    """Sniff a file: its columns, their types, the first rows, header and delimiter.
+
+    Args:
+        store: the store whose DuckDB reads the file (nothing is written).
+        path: the file on disk.
+        options: reader overrides; the sniffer decides what is left as None/auto.
+        display_name: the name to show in messages (an upload's original name).
+        preview_rows: rows in the preview.
+    """
+    display = display_name or Path(path).name
+    source = detect_source(path, options)
+    notes: list[str] = []
+    try:
+        preview, described = store.sniff(source, preview_rows)
+    except duckdb.Error as exc:
+        if source.kind == "csv" and options.encoding == "auto" and _is_unicode_error(exc):
+            source = replace(source, encoding="latin-1")
+            notes.append("the file is not valid UTF-8; it was read as Latin-1")
+            try:
+                preview, described = store.sniff(source, preview_rows)
+            except duckdb.Error as exc2:
+                raise _explain(exc2, display) from None
+        else:
+            raise _explain(exc, display) from None
+    if source.kind == "csv" and options.delimiter is None and len(described) == 1:
+        # DuckDB's sniffer does not try a single space; try the usual suspects ourselves.
+        for candidate in (" ", "\t", ";", "|", ":"):
+            trial = replace(source, delimiter=candidate)
+            try:
+                trial_preview, trial_described = store.sniff(trial, preview_rows)
+            except duckdb.Error:
+                continue
+            if len(trial_described) > 1:
+                source, preview, described = trial, trial_preview, trial_described
+                break
+    columns = [d.split(":", 1)[0] for d in described]
+    types = dict(d.split(":", 1) for d in described)
+    has_header, delimiter = True, None
+    if source.kind == "csv":
+        has_header, delimiter = store.sniff_dialect(source)
+        # Pin what the sniffer chose so the load reads the file exactly as previewed.
+        source = replace(source, delimiter=delimiter, header=has_header)
+    if not columns:
+        raise IngestError(f"{display} has no columns")
+    if len(columns) == 1 and source.kind == "csv":
+        notes.append(
+            f"only one column was found; if {display} has several, set the delimiter yourself"
+        )
+    return Inspection(source, columns, types, preview, has_header, delimiter, notes)
+
+
+# --------------------------------------------------------------------------- suggestions
+
+
+def _suggest(
+    columns: Sequence[str], names: dict[str, tuple[str, ...]], roles: Sequence[str]
+) -> dict[str, str | None]:
+    chosen: dict[str, str | None] = {}
+    taken: set[str] = set()
+    normalised = {c: _norm(c) for c in columns}
+    for role in roles:
+        chosen[role] = None
+        for candidate in names[role]:
+            match = next(
+                (c for c in columns if normalised[c] == candidate and c not in taken), None
+            )
+            if match:
+                chosen[role] = match
+                taken.add(match)
+                break
+    return chosen
+
+
+def suggest_mapping(inspection: Inspection) -> EventMapping:
+    """Guess the event mapping from column names, or from shape for headerless files.
+
+    A headerless file is read as user, item, then a time-like column (a date-time,
+    or integers of Unix-timestamp size) and a value column (other numbers).
+    """
+    cols = inspection.columns
+    if inspection.has_header:
+        found = _suggest(cols, _EVENT_NAMES, EVENT_ROLES)
+        if found["user"] and found["item"]:
+            return EventMapping(**found)
+    found = {role: None for role in EVENT_ROLES}
+    if len(cols) >= 2:
+        found["user"], found["item"] = cols[0], cols[1]
+    for col in cols[2:]:
+        kind = inspection.types.get(col, "")
+        values = pd.to_numeric(inspection.preview[col], errors="coerce")
+        if found["time"] is None and (
+            kind.startswith(("TIMESTAMP", "DATE"))
+            or (kind.endswith("INT") and values.notna().all() and (values.abs() > 1e8).all())
+        ):
+            found["time"] = col
+        elif found["value"] is None and _NUMERIC.match(kind):
+            found["value"] = col
+        elif found["type"] is None and kind == "VARCHAR":
+            found["type"] = col
+    return EventMapping(**found)
+
+
+def suggest_item_mapping(inspection: Inspection) -> ItemMapping:
+    """Guess the item-file mapping from column names (first column as id otherwise)."""
+    found = _suggest(inspection.columns, _ITEM_NAMES, ITEM_ROLES)
+    if found["item"] is None and inspection.columns:
+        found["item"] = inspection.columns[0]
+    return ItemMapping(**found)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _time_sql(kind: str, column: str) -> str:
+    """SQL turning the time column ``{col}`` into a naive UTC TIMESTAMP (NULL if unparseable)."""
+    numeric = (
+        "CASE WHEN abs({x}) >= 1e14 THEN NULL "
+        "WHEN abs({x}) >= 1e11 THEN make_timestamp(CAST({x} * 1000 AS BIGINT)) "
+        "ELSE make_timestamp(CAST({x} * 1000000 AS BIGINT)) END"
+    )
+    if _NUMERIC.match(kind):
+        return numeric.format(x="CAST({col} AS DOUBLE)")
+    if kind == "TIMESTAMP WITH TIME ZONE":
+        return "CAST({col} AT TIME ZONE 'UTC' AS TIMESTAMP)"
+    if kind.startswith(("TIMESTAMP", "DATE")):
+        return "CAST({col} AS TIMESTAMP)"
+    if kind == "VARCHAR":
+        text = "trim(CAST({col} AS VARCHAR))"
+        return (
+            f"coalesce(TRY_CAST({text} AS TIMESTAMP), "
+            f"TRY_CAST(TRY_CAST({text} AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS TIMESTAMP), "
+            + numeric.format(x=f"TRY_CAST({text} AS DOUBLE)")
+            + ")"
+        )
+    raise IngestError(
+        f"the time column {column!r} has type {kind}; map a date-time, a date or a Unix "
+        "timestamp (seconds or milliseconds) column, or choose no time column to use file order"
+    )
+
+
+def _resolve_events(inspection: Inspection, mapping: EventMapping) -> dict[str, str | None]:
+    columns = {role: inspection.resolve(getattr(mapping, role), role) for role in EVENT_ROLES}
+    for role in ("user", "item"):
+        if not columns[role]:
+            raise IngestError(
+                f"choose the {role} column; the file's columns are: {_names(inspection.columns)}"
+            )
+    used = [c for c in columns.values() if c]
+    if len(used) != len(set(used)):
+        raise IngestError("each column can play only one role; the mapping uses one twice")
+    if mapping.min_value is not None and not columns["value"]:
+        raise IngestError("a minimum value needs a value column (rating or weight)")
+    return columns
+
+
+def ingest(
+    store: Store,
+    name: str,
+    events_path: str | Path,
+    mapping: EventMapping | None = None,
+    *,
+    read: ReadOptions = ReadOptions(),
+    items_path: str | Path | None = None,
+    item_mapping: ItemMapping | None = None,
+    items_read: ReadOptions = ReadOptions(),
+    cleaning: Cleaning = Cleaning(),
+    replace_existing: bool = False,
+    source_names: Sequence[str] | None = None,
+    planted: pd.DataFrame | None = None,
+    progress: ProgressFn | None = None,
+) -> IngestResult:
+    """Load a behaviour log (and optional item file) as dataset ``name``, in one transaction.
+
+    Args:
+        store: the target store.
+        name: dataset name (a slug, see :func:`core.store.validate_dataset_name`).
+        events_path: the behaviour log (CSV/TSV/any delimiter, gzip or not, or Parquet).
+        mapping: column roles; None = :func:`suggest_mapping`.
+        read: reader options for the log.
+        items_path: optional item file (id, title, categories, text).
+        item_mapping: its column roles; None = :func:`suggest_item_mapping`.
+        items_read: reader options for the item file.
+        cleaning: k-core and repeat collapsing.
+        replace_existing: replace a dataset of the same name instead of refusing.
+        source_names: names to record for the files (an upload's original names).
+        planted: ground-truth interests of generated data (see :mod:`core.demo`).
+        progress: ``progress(fraction, message)`` called between phases.
+
+    Returns:
+        The new catalogue entry and the cleaning report.
+
+    Raises:
+        IngestError: with a message naming the problem, where it is and how to fix it.
+    """
+    say = progress or (lambda fraction, message: None)
+    try:
+        validate_dataset_name(name)
+    except StoreError as exc:
+        raise IngestError(str(exc)) from None
+    if not replace_existing and store.find_dataset(name):
+        raise IngestError(
+            f"a dataset called {name!r} already exists; choose another name or confirm replacing it"
+        )
+    names = list(
+        source_names or [Path(events_path).name] + ([Path(items_path).name] if items_path else [])
+    )
+    say(0.02, "sniffing the file")
+    events = inspect(store, events_path, read, display_name=names[0])
+    mapping = mapping or suggest_mapping(events)
+    columns = _resolve_events(events, mapping)
+    items = None
+    if items_path is not None:
+        items = inspect(store, items_path, items_read, display_name=names[-1])
+        item_mapping = item_mapping or suggest_item_mapping(items)
+    attempts = [events.source]
+    if (
+        read.encoding == "auto"
+        and events.source.encoding == "utf-8"
+        and events.source.kind == "csv"
+    ):
+        attempts.append(replace(events.source, encoding="latin-1"))
+    for attempt, source in enumerate(attempts):
+        try:
+            return _load(
+                store,
+                name,
+                replace(events, source=source),
+                columns,
+                mapping,
+                items,
+                item_mapping,
+                cleaning,
+                replace_existing,
+                names,
+                planted,
+                say,
+            )
+        except duckdb.Error as exc:
+            if attempt + 1 < len(attempts) and _is_unicode_error(exc):
+                continue
+            raise _explain(exc, names[0]) from None
+        except StoreError as exc:
+            raise IngestError(str(exc)) from None
+    raise AssertionError("unreachable")
+
+
+def _load(
+    store: Store,
+    name: str,
+    events: Inspection,
+    columns: dict[str, str | None],
+    mapping: EventMapping,
+    items: Inspection | None,
+    item_mapping: ItemMapping | None,
+    cleaning: Cleaning,
+    replace_existing: bool,
+    names: list[str],
+    planted: pd.DataFrame | None,
+    say: ProgressFn,
+) -> IngestResult:
+    time_col = columns["time"]
+    time_expr = _time_sql(events.types[time_col], time_col) if time_col else ""
+    text_cols = tuple(c for role in ("user", "item", "type") if (c := columns[role]))
+    source = replace(events.source, varchar_columns=text_cols)
+    with store.transaction() as cur:
+        say(0.1, "reading events")
+        staged = store.stage_events(cur, source, columns, time_expr)
+        rows_read = staged["rows_read"]
+        rejects = staged["csv_rejects"]
+        if rows_read == 0:
+            raise IngestError(
+                f"{names[0]} has no data rows"
+                + (f" ({len(rejects)} lines could not be parsed)" if rejects else "")
+            )
+        if len(rejects) > max(10, rows_read):
+            raise IngestError(
+                f"{len(rejects)} of {len(rejects) + rows_read} lines of {names[0]} could not be "
+                f"parsed (first at line {rejects[0][0]}: {_short(rejects[0][2])}); "
+                "check the delimiter and the header option"
+            )
+        say(0.45, "checking ids and times")
+        invalid = store.reject_invalid_events(
+            cur, has_time_column=bool(time_col), first_line=2 if events.has_header else 1
+        )
+        dropped: dict[str, int] = {
+            "unparseable_rows": len(rejects),
+            "missing_id": invalid["missing_id"],
+            "bad_time": invalid["bad_time"],
+        }
+        if mapping.min_value is not None:
+            dropped["below_min_value"] = store.filter_min_value(cur, float(mapping.min_value))
+        say(0.55, "removing duplicates")
+        dropped["duplicates"] = store.drop_duplicate_events(cur)
+        if cleaning.collapse_repeats:
+            dropped["repeats"] = store.collapse_repeats(cur)
+        if cleaning.min_user_events > 1 or cleaning.min_item_events > 1:
+            say(0.65, "k-core filtering")
+            dropped["k_core"] = store.k_core(
+                cur, max(1, cleaning.min_user_events), max(1, cleaning.min_item_events)
+            )
+        n_events, _, _ = store.staged_counts(cur)
+        if n_events == 0:
+            raise IngestError(_nothing_left(names[0], rows_read, dropped))
+        examples = [
+            {"line": int(r[0]), "problem": f"{r[1].lower()}: {_short(r[2])}", "text": _short(r[3])}
+            for r in rejects[:5]
+        ] + invalid["examples"]
+        item_report: dict[str, Any] = {}
+        item_columns: dict[str, str | None] = {}
+        if items is not None and item_mapping is not None:
+            say(0.7, "reading items")
+            item_columns = {
+                role: items.resolve(getattr(item_mapping, role), f"item-file {role}")
+                for role in ITEM_ROLES
+            }
+            if not item_columns["item"]:
+                raise IngestError("choose the item id column of the item file")
+            cat = item_columns["categories"]
+            is_list = bool(cat) and items.types.get(cat, "").endswith("[]")
+            text_item_cols = tuple(c for c in (item_columns["item"], item_columns["title"]) if c)
+            item_source = replace(items.source, varchar_columns=text_item_cols)
+            try:
+                item_report = store.stage_items(
+                    cur, item_source, item_columns, item_mapping.category_sep, is_list
+                )
+            except duckdb.Error as exc:
+                raise _explain(exc, names[-1]) from None
+        say(0.8, "writing the dataset")
+        report = {
+            "rows_read": rows_read,
+            "events_loaded": n_events,
+            "dropped": dropped,
+            "examples": examples[:5],
+            "encoding": events.source.encoding,
+            "delimiter": events.delimiter,
+            "header": events.has_header,
+            "time": _time_note(time_col, events.types),
+            "items": item_report,
+            "notes": events.notes,
+        }
+        saved_mapping = {
+            "events": {**columns, "min_value": mapping.min_value},
+            "items": {**item_columns, "category_sep": item_mapping.category_sep}
+            if item_columns
+            else None,
+            "cleaning": asdict(cleaning),
+        }
+        info = store.commit_dataset(
+            cur, name, names, saved_mapping, report, items is not None, replace_existing
+        )
+        if planted is not None:
+            store.save_planted(cur, info.dataset_id, planted)
+    say(1.0, "done")
+    return IngestResult(info, report)
+
+
+def _short(text: Any, limit: int = 120) -> str:
+    text = re.sub(r"\s+", " ", str(text or "")).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _time_note(column: str | None, types: dict[str, str]) -> str:
+    if not column:
+        return "no time column: events are ordered as they appear in the file"
+    kind = types[column]
+    if _NUMERIC.match(kind):
+        return f"{column}: Unix timestamps (seconds, or milliseconds for values >= 1e11)"
+    return f"{column}: {kind.lower()} values"
+
+
+def _nothing_left(display: str, rows_read: int, dropped: dict[str, int]) -> str:
+    reasons = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in dropped.items() if v)
+    return (
+        f"no events are left after cleaning {display} ({rows_read} rows read; dropped {reasons}); "
+        "check the id and time columns, the minimum value and the k-core limits"
+    )

@@ -1,0 +1,103 @@
+"""Per-user item sequences: the hand-off from the store to the models.
+
+DuckDB orders each user's events (time, then file order) and aggregates them
+into lists; the lists reach numpy through Arrow without a Python loop over
+users or events. Items are re-indexed 1..n by popularity; 0 is padding and
+``n + 1`` is reserved for the mask token of masked-item training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from core.store import Store
+
+PAD = 0
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """All users' histories in CSR form.
+
+    Attributes:
+        user_ids (np.ndarray[str]): shape (n_users,), sorted.
+        item_ids (np.ndarray[str]): shape (n_items + 1,); ``item_ids[i]`` is the id of
+            item index ``i``; ``item_ids[0]`` is ``""`` (padding).
+        offsets (np.ndarray[int64]): shape (n_users + 1,); user ``u``'s history is
+            ``items[offsets[u]:offsets[u + 1]]``.
+        items (np.ndarray[int32]): shape (n_events,), item indices in history order.
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    offsets: np.ndarray
+    items: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        """Number of real items (indices 1..n_items)."""
+        return len(self.item_ids) - 1
+
+    @property
+    def mask_index(self) -> int:
+        """The reserved index of the mask token (one past the last item)."""
+        return self.n_items + 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """History length of every user, shape (n_users,)."""
+        return np.diff(self.offsets)
+
+    def history(self, user: int) -> np.ndarray:
+        """Item indices of user number ``user``, oldest first."""
+        return self.items[self.offsets[user] : self.offsets[user + 1]]
+
+    def padded(self, max_len: int, users: np.ndarray | None = None) -> np.ndarray:
+        """The last ``max_len`` items of each user, left-padded with 0.
+
+        Args:
+            max_len (int): row width; longer histories keep their most recent items.
+            users (np.ndarray | None): user numbers to include (default all).
+
+        Returns:
+            np.ndarray[int32] of shape (len(users), max_len), most recent item in the
+            last column.
+        """
+        users = np.arange(self.n_users) if users is None else np.asarray(users)
+        starts, ends = self.offsets[users], self.offsets[users + 1]
+        lengths = np.minimum(ends - starts, max_len)
+        out = np.zeros((len(users), max_len), dtype=np.int32)
+        rows = np.repeat(np.arange(len(users)), lengths)
+        # Position of each kept event inside its row, counted from the row start.
+        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        cols = max_len - np.repeat(lengths, lengths) + within
+        src = np.repeat(ends - lengths, lengths) + within
+        out[rows, cols] = self.items[src]
+        return out
+
+
+def from_arrow(table: pa.Table, vocab: pa.Table) -> Sequences:
+    """Build :class:`Sequences` from ``Store.sequences_arrow`` output (zero-copy where possible)."""
+    lists = table.column("items").combine_chunks()
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    items = lists.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    offsets = offsets - offsets[0]
+    user_ids = np.asarray(table.column("user_id").to_numpy(zero_copy_only=False), dtype=object)
+    item_ids = np.concatenate(
+        [np.array([""], dtype=object), vocab.column("item_id").to_numpy(zero_copy_only=False)]
+    )
+    return Sequences(user_ids=user_ids, item_ids=item_ids, offsets=offsets, items=items)
+
+
+def load_sequences(store: Store, dataset: str) -> Sequences:
+    """Every user's item sequence of ``dataset``, ordered by time then file order."""
+    info = store.get_dataset(dataset)
+    table, vocab = store.sequences_arrow(info.dataset_id)
+    return from_arrow(table, vocab)

@@ -1,0 +1,934 @@
+"""The DuckDB behaviour store: schema, migrations and every SQL statement of RecLens.
+
+One :class:`Store` per database file per process (:func:`open_store`), one DuckDB
+cursor per thread (:meth:`Store.cursor`), and every write inside an explicit
+transaction (:meth:`Store.transaction`) serialised by a process-wide lock, so the
+store has exactly one writer and any number of readers.
+
+User input never becomes SQL text: values travel as parameters and column names
+that come from an uploaded file pass through :func:`quote_ident`, the only place
+that turns a string into an identifier. Dataset names are validated slugs and are
+stored as values; internally a dataset is addressed by an integer id.
+
+Schema (version :data:`SCHEMA_VERSION`):
+
+* ``meta(key, value)`` holds ``schema_version``.
+* ``datasets`` is the catalogue: name, source file names, created, counts, the
+  column mapping used, the cleaning report and a content fingerprint.
+* ``events(dataset_id, user_id, item_id, ts, pos, event_type, value)``: ``pos`` is
+  the 0-based order of the event within its user (time, then file order).
+* ``items(dataset_id, item_id, title, categories, text)``.
+* ``planted_interests``: ground truth of the generated demo dataset.
+* ``models``, ``evaluations``, ``vectors``: the registry of trained models,
+  stored evaluation results and cached vectors used by later features.
+
+Migrations are a list of SQL scripts; the database records the version reached
+and :meth:`Store.migrate` applies the rest inside one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+DEFAULT_DB = Path("data") / "reclens.duckdb"
+SCHEMA_VERSION = 1
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class StoreError(Exception):
+    """A problem a user can act on (bad name, missing dataset, locked file...)."""
+
+
+class DatabaseLockedError(StoreError):
+    """The database file is held for writing by another process."""
+
+
+def quote_ident(name: str) -> str:
+    """Quote ``name`` as a SQL identifier; the only way file-provided names reach SQL.
+
+    >>> quote_ident('we"ird; DROP TABLE x')
+    '"we""ird; DROP TABLE x"'
+    """
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise StoreError(f"invalid column name: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def validate_dataset_name(name: str) -> str:
+    """Return ``name`` if it is a safe slug, else raise :class:`StoreError`.
+
+    A slug is 1-63 characters of lower-case letters, digits, ``_`` and ``-``,
+    starting with a letter or digit (so never ``..``, a path or a quote).
+    """
+    if not isinstance(name, str) or not _SLUG.match(name):
+        raise StoreError(
+            f"invalid dataset name {name!r}: use 1-63 lower-case letters, digits, '_' or '-', "
+            "starting with a letter or digit (for example 'movielens-small')"
+        )
+    return name
+
+
+def slugify(text: str) -> str:
+    """Turn a file name or free text into a valid dataset name suggestion."""
+    stem = re.sub(r"\.(csv|tsv|txt|parquet|gz|dat)$", "", text.lower().strip(), flags=re.I)
+    stem = re.sub(r"\.(csv|tsv|txt|parquet|dat)$", "", stem, flags=re.I)
+    slug = re.sub(r"[^a-z0-9_-]+", "-", stem).strip("-_")[:63]
+    return slug or "dataset"
+
+
+# --------------------------------------------------------------------------- schema
+
+_MIGRATIONS: list[str] = [
+    # 1: the behaviour store and room for models, evaluations and cached vectors.
+    """
+    CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+    CREATE SEQUENCE IF NOT EXISTS dataset_ids START 1;
+    CREATE TABLE datasets (
+        dataset_id   INTEGER PRIMARY KEY,
+        name         VARCHAR NOT NULL UNIQUE,
+        sources      VARCHAR[] NOT NULL,
+        created      TIMESTAMP NOT NULL,
+        n_events     BIGINT NOT NULL,
+        n_users      BIGINT NOT NULL,
+        n_items      BIGINT NOT NULL,
+        n_item_rows  BIGINT NOT NULL,
+        has_time     BOOLEAN NOT NULL,
+        mapping      JSON NOT NULL,
+        report       JSON NOT NULL,
+        fingerprint  VARCHAR NOT NULL
+    );
+    CREATE TABLE events (
+        dataset_id  INTEGER NOT NULL,
+        user_id     VARCHAR NOT NULL,
+        item_id     VARCHAR NOT NULL,
+        ts          TIMESTAMP,
+        pos         INTEGER NOT NULL,
+        event_type  VARCHAR,
+        value       DOUBLE
+    );
+    CREATE TABLE items (
+        dataset_id  INTEGER NOT NULL,
+        item_id     VARCHAR NOT NULL,
+        title       VARCHAR,
+        categories  VARCHAR[],
+        text        VARCHAR
+    );
+    CREATE TABLE planted_interests (
+        dataset_id       INTEGER NOT NULL,
+        user_id          VARCHAR NOT NULL,
+        interests        VARCHAR[] NOT NULL,
+        initial_interest VARCHAR NOT NULL,
+        final_interest   VARCHAR NOT NULL,
+        shift_at         INTEGER NOT NULL
+    );
+    CREATE TABLE models (
+        name        VARCHAR PRIMARY KEY,
+        dataset_id  INTEGER NOT NULL,
+        path        VARCHAR NOT NULL,
+        created     TIMESTAMP NOT NULL,
+        config      JSON NOT NULL,
+        metrics     JSON NOT NULL
+    );
+    CREATE TABLE evaluations (
+        evaluation_id VARCHAR PRIMARY KEY,
+        model_name    VARCHAR NOT NULL,
+        dataset_id    INTEGER NOT NULL,
+        settings      JSON NOT NULL,
+        metrics       JSON NOT NULL,
+        segments      JSON,
+        created       TIMESTAMP NOT NULL
+    );
+    CREATE TABLE vectors (
+        kind    VARCHAR NOT NULL,
+        owner   VARCHAR NOT NULL,
+        key     VARCHAR NOT NULL,
+        vector  FLOAT[] NOT NULL,
+        PRIMARY KEY (kind, owner, key)
+    );
+    """,
+]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One row of the datasets catalogue."""
+
+    dataset_id: int
+    name: str
+    sources: list[str]
+    created: datetime
+    n_events: int
+    n_users: int
+    n_items: int
+    n_item_rows: int
+    has_time: bool
+    mapping: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-friendly summary printed by ``datasets --json``."""
+        return {
+            "name": self.name,
+            "events": self.n_events,
+            "users": self.n_users,
+            "items": self.n_items,
+            "item_rows": self.n_item_rows,
+            "sources": list(self.sources),
+            "created": self.created.isoformat(timespec="seconds"),
+            "fingerprint": self.fingerprint,
+        }
+
+
+_DATASET_COLUMNS = (
+    "dataset_id, name, sources, created, n_events, n_users, n_items, n_item_rows, "
+    "has_time, mapping, report, fingerprint"
+)
+
+
+def _dataset_from_row(row: Sequence[Any]) -> DatasetInfo:
+    values = list(row)
+    values[9] = json.loads(values[9])
+    values[10] = json.loads(values[10])
+    return DatasetInfo(*values)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """A DuckDB database file holding every dataset, model and evaluation.
+
+    Args:
+        path (str | Path): database file; created with its folder when missing.
+            ``":memory:"`` gives a private in-memory store (tests).
+        read_only (bool, default False): open without the write lock, for a
+            second process that only reads.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_DB, read_only: bool = False) -> None:
+        self.path = str(path)
+        self.read_only = read_only
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise DatabaseLockedError(
+                    f"the database {self.path} is in use by another process (is the app running?); "
+                    "stop it or point --db at another file"
+                ) from None
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from None
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from None
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        if not read_only:
+            self.migrate()
+        elif self.schema_version() != SCHEMA_VERSION:
+            raise StoreError(
+                f"the database {self.path} has schema version {self.schema_version()}, "
+                f"this RecLens needs {SCHEMA_VERSION}; open it once for writing to migrate"
+            )
+
+    # ---- connections and transactions
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the shared connection."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.cursor = cur
+        return cur
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Run a block of writes atomically: all of them land, or none does."""
+        if self.read_only:
+            raise StoreError(f"the database {self.path} is open read-only")
+        with self._write_lock:
+            cur = self.cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection (every cursor with it)."""
+        self._con.close()
+
+    def query_df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """Run a read query of this module and return a data frame."""
+        return self.cursor().execute(sql, params or []).df()
+
+    # ---- schema
+
+    def schema_version(self) -> int:
+        """The migration level this file has reached (0 for a new file)."""
+        cur = self.cursor()
+        exists = cur.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+        ).fetchall()[0][0]
+        if not exists:
+            return 0
+        rows = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    def migrate(self) -> int:
+        """Apply the migrations this file lacks; return the schema version reached."""
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database {self.path} was written by a newer RecLens "
+                f"(schema {current} > {SCHEMA_VERSION}); upgrade RecLens to open it"
+            )
+        if current == SCHEMA_VERSION:
+            return current
+        with self.transaction() as cur:
+            for script in _MIGRATIONS[current:]:
+                cur.execute(script)
+            cur.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+            )
+        return SCHEMA_VERSION
+
+    # ---- the catalogue
+
+    def list_datasets(self) -> list[DatasetInfo]:
+        """Every dataset, newest first."""
+        rows = (
+            self.cursor()
+            .execute(f"SELECT {_DATASET_COLUMNS} FROM datasets ORDER BY created DESC, name")
+            .fetchall()
+        )
+        return [_dataset_from_row(r) for r in rows]
+
+    def find_dataset(self, name: str) -> DatasetInfo | None:
+        """The catalogue entry called ``name``, or None."""
+        rows = (
+            self.cursor()
+            .execute(f"SELECT {_DATASET_COLUMNS} FROM datasets WHERE name = ?", [name])
+            .fetchall()
+        )
+        return _dataset_from_row(rows[0]) if rows else None
+
+    def get_dataset(self, name: str) -> DatasetInfo:
+        """The catalogue entry called ``name``; a clear error when there is none."""
+        info = self.find_dataset(name)
+        if info is None:
+            known = ", ".join(d.name for d in self.list_datasets()) or "none yet"
+            raise StoreError(f"no dataset called {name!r}; the datasets are: {known}")
+        return info
+
+    def drop_dataset(self, name: str) -> None:
+        """Delete a dataset with its events, items and planted interests."""
+        info = self.get_dataset(name)
+        with self.transaction() as cur:
+            self._delete_dataset_rows(cur, info.dataset_id)
+
+    @staticmethod
+    def _delete_dataset_rows(cur: duckdb.DuckDBPyConnection, dataset_id: int) -> None:
+        for table in ("events", "items", "planted_interests", "datasets"):
+            cur.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [dataset_id])
+
+    def table_fingerprints(self) -> dict[str, tuple[int, int]]:
+        """(row count, order-independent content hash) of every table: tests compare it."""
+        cur = self.cursor()
+        tables = [
+            r[0]
+            for r in cur.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'main' AND table_type = 'BASE TABLE' ORDER BY 1"
+            ).fetchall()
+        ]
+        out = {}
+        for table in tables:
+            ident = quote_ident(table)
+            count, digest = cur.execute(
+                f"SELECT count(*), coalesce(bit_xor(hash(t)), 0) FROM {ident} AS t"
+            ).fetchall()[0]
+            out[table] = (int(count), int(digest))
+        return out
+
+    # ---- loading (called by core.ingest, inside one transaction)
+
+    def sniff(self, source: SourceSpec, limit: int = 20) -> tuple[pd.DataFrame, list[str]]:
+        """The first ``limit`` rows of a source as sniffed, and its column types."""
+        cur = self.cursor()
+        rel_sql, params = source.reader_sql()
+        described = cur.execute(f"DESCRIBE SELECT * FROM {rel_sql}", params).fetchall()
+        preview = cur.execute(f"SELECT * FROM {rel_sql} LIMIT {int(limit)}", params).df()
+        return preview, [f"{r[0]}:{r[1]}" for r in described]
+
+    def sniff_dialect(self, source: SourceSpec) -> tuple[bool, str]:
+        """(has header, delimiter) of a CSV source as DuckDB's sniffer sees it."""
+        sql, params = source.reader_sql(sniff=True)
+        has_header, delimiter = (
+            self.cursor().execute(f"SELECT HasHeader, Delimiter FROM {sql}", params).fetchall()[0]
+        )
+        return bool(has_header), delimiter
+
+    def stage_events(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        source: SourceSpec,
+        columns: dict[str, str | None],
+        time_expr: str,
+    ) -> dict[str, Any]:
+        """Read a source into the temporary table ``stage_events`` with typed, mapped columns.
+
+        Args:
+            cur: the cursor of the running load transaction.
+            source: the file and reader options.
+            columns: role -> source column name (``user``, ``item``, ``time``,
+                ``type``, ``value``); None for an unmapped role.
+            time_expr: SQL template turning ``{col}`` (the quoted time column) into
+                a TIMESTAMP, or NULL when the file has no time.
+
+        Returns:
+            ``rows_read`` and ``csv_rejects``: a list of (line, error type, message, text)
+            for lines the CSV reader itself could not parse.
+        """
+        rel_sql, params = source.reader_sql()
+
+        def col(role: str, cast: str) -> str:
+            name = columns.get(role)
+            return f"CAST({quote_ident(name)} AS {cast})" if name else f"CAST(NULL AS {cast})"
+
+        tcol = columns.get("time")
+        ts_sql = time_expr.format(col=quote_ident(tcol)) if tcol else "CAST(NULL AS TIMESTAMP)"
+        raw_time = f"CAST({quote_ident(tcol)} AS VARCHAR)" if tcol else "CAST(NULL AS VARCHAR)"
+        cur.execute("DROP TABLE IF EXISTS stage_raw")
+        cur.execute("DROP TABLE IF EXISTS stage_events")
+        cur.execute(f"CREATE TEMP TABLE stage_raw AS SELECT * FROM {rel_sql}", params)
+        cur.execute(
+            f"""
+            CREATE TEMP TABLE stage_events AS
+            SELECT rowid - (SELECT min(rowid) FROM stage_raw) AS row_no,
+                   nullif(trim({col("user", "VARCHAR")}), '') AS user_id,
+                   nullif(trim({col("item", "VARCHAR")}), '') AS item_id,
+                   {ts_sql} AS ts,
+                   {raw_time} AS raw_time,
+                   {col("type", "VARCHAR")} AS event_type,
+                   TRY_CAST({quote_ident(columns["value"]) if columns.get("value") else "NULL"}
+                            AS DOUBLE) AS value
+            FROM stage_raw
+            """
+        )
+        cur.execute("DROP TABLE stage_raw")
+        rows_read = cur.execute("SELECT count(*) FROM stage_events").fetchall()[0][0]
+        rejects: list[tuple[Any, ...]] = []
+        if source.kind == "csv":
+            rejects = cur.execute(
+                "SELECT line, CAST(error_type AS VARCHAR), error_message, csv_line "
+                "FROM reclens_reject_errors ORDER BY line"
+            ).fetchall()
+        return {"rows_read": int(rows_read), "csv_rejects": rejects}
+
+    def reject_invalid_events(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        has_time_column: bool,
+        first_line: int = 1,
+        example_limit: int = 5,
+    ) -> dict[str, Any]:
+        """Drop staged rows with missing ids or unparseable times; count and show examples.
+
+        Args:
+            first_line: the file line of the first data row (2 under a header); example
+                line numbers assume one line per row.
+        """
+        bad_time = "(ts IS NULL AND raw_time IS NOT NULL)" if has_time_column else "FALSE"
+        missing_time = "(raw_time IS NULL)" if has_time_column else "FALSE"
+        condition = f"user_id IS NULL OR item_id IS NULL OR {bad_time} OR {missing_time}"
+        counts = cur.execute(
+            f"""SELECT count(*) FILTER (WHERE user_id IS NULL OR item_id IS NULL),
+                       count(*) FILTER (WHERE user_id IS NOT NULL AND item_id IS NOT NULL
+                                        AND ({bad_time} OR {missing_time}))
+                FROM stage_events"""
+        ).fetchall()[0]
+        examples = cur.execute(
+            f"""SELECT row_no + ?, user_id, item_id, raw_time,
+                       CASE WHEN user_id IS NULL OR item_id IS NULL THEN 'missing user or item id'
+                            WHEN {missing_time} THEN 'missing time'
+                            ELSE 'unparseable time' END
+                FROM stage_events WHERE {condition} ORDER BY row_no LIMIT {int(example_limit)}""",
+            [first_line],
+        ).fetchall()
+        cur.execute(f"DELETE FROM stage_events WHERE {condition}")
+        return {
+            "missing_id": int(counts[0]),
+            "bad_time": int(counts[1]),
+            "examples": [
+                {"line": int(r[0]), "user": r[1], "item": r[2], "time": r[3], "problem": r[4]}
+                for r in examples
+            ],
+        }
+
+    def filter_min_value(self, cur: duckdb.DuckDBPyConnection, min_value: float) -> int:
+        """Keep only events whose value is at least ``min_value``; return the number dropped."""
+        return _count_deleted(
+            cur, "DELETE FROM stage_events WHERE value IS NULL OR value < ?", [min_value]
+        )
+
+    def drop_duplicate_events(self, cur: duckdb.DuckDBPyConnection) -> int:
+        """Drop exact duplicate events (same user, item, time, type, value), keeping the first."""
+        before = cur.execute("SELECT count(*) FROM stage_events").fetchall()[0][0]
+        cur.execute(
+            """CREATE OR REPLACE TEMP TABLE stage_events AS
+               SELECT min(row_no) AS row_no, user_id, item_id, ts, any_value(raw_time) AS raw_time,
+                      event_type, value
+               FROM stage_events GROUP BY user_id, item_id, ts, event_type, value"""
+        )
+        return int(before - cur.execute("SELECT count(*) FROM stage_events").fetchall()[0][0])
+
+    def collapse_repeats(self, cur: duckdb.DuckDBPyConnection) -> int:
+        """Drop an event when the same user's previous event was the same item."""
+        return _count_deleted(
+            cur,
+            """DELETE FROM stage_events WHERE row_no IN (
+                   SELECT row_no FROM (
+                       SELECT row_no, item_id, lag(item_id) OVER (
+                           PARTITION BY user_id ORDER BY ts NULLS FIRST, row_no) AS prev
+                       FROM stage_events) WHERE item_id = prev)""",
+        )
+
+    def k_core(self, cur: duckdb.DuckDBPyConnection, min_user: int, min_item: int) -> int:
+        """Repeatedly drop users and items with too few events until both limits hold."""
+        dropped = 0
+        while True:
+            n = _count_deleted(
+                cur,
+                """DELETE FROM stage_events WHERE user_id IN (
+                       SELECT user_id FROM stage_events GROUP BY user_id HAVING count(*) < ?)
+                   OR item_id IN (
+                       SELECT item_id FROM stage_events GROUP BY item_id HAVING count(*) < ?)""",
+                [min_user, min_item],
+            )
+            dropped += n
+            if n == 0:
+                return dropped
+
+    def stage_items(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        source: SourceSpec,
+        columns: dict[str, str | None],
+        category_sep: str | None,
+        list_categories: bool,
+    ) -> dict[str, int]:
+        """Read an item file into the temporary table ``stage_items`` (first row per item id)."""
+        rel_sql, params = source.reader_sql()
+
+        def col(role: str) -> str:
+            name = columns.get(role)
+            return f"CAST({quote_ident(name)} AS VARCHAR)" if name else "CAST(NULL AS VARCHAR)"
+
+        cat = columns.get("categories")
+        if not cat:
+            cats_sql = "CAST(NULL AS VARCHAR[])"
+        elif list_categories:
+            cats_sql = f"list_transform(CAST({quote_ident(cat)} AS VARCHAR[]), lambda c: trim(c))"
+        else:
+            sep_param = category_sep or "|"
+            cats_sql = (
+                f"list_filter(list_transform(string_split(CAST({quote_ident(cat)} AS VARCHAR), "
+                "$category_sep), lambda c: trim(c)), "
+                "lambda c: c <> '' AND c <> '(no genres listed)')"
+            )
+            params = {**params, "category_sep": sep_param}
+        cur.execute("DROP TABLE IF EXISTS stage_items")
+        cur.execute(
+            f"""CREATE TEMP TABLE stage_items AS
+                SELECT row_number() OVER () AS row_no, nullif(trim({col("item")}), '') AS item_id,
+                       {col("title")} AS title, {cats_sql} AS categories, {col("text")} AS text
+                FROM {rel_sql}""",
+            params,
+        )
+        total = cur.execute("SELECT count(*) FROM stage_items").fetchall()[0][0]
+        missing = _count_deleted(cur, "DELETE FROM stage_items WHERE item_id IS NULL")
+        dupes = _count_deleted(
+            cur,
+            """DELETE FROM stage_items WHERE row_no NOT IN (
+                   SELECT min(row_no) FROM stage_items GROUP BY item_id)""",
+        )
+        return {"item_rows_read": int(total), "missing_item_id": missing, "duplicate_items": dupes}
+
+    def staged_counts(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
+        """(events, users, items) currently staged."""
+        row = cur.execute(
+            "SELECT count(*), count(DISTINCT user_id), count(DISTINCT item_id) FROM stage_events"
+        ).fetchall()[0]
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def commit_dataset(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        name: str,
+        sources: list[str],
+        mapping: dict[str, Any],
+        report: dict[str, Any],
+        with_items: bool,
+        replace: bool,
+    ) -> DatasetInfo:
+        """Move the staged events (and items) into a new catalogue entry called ``name``."""
+        existing = cur.execute("SELECT dataset_id FROM datasets WHERE name = ?", [name]).fetchall()
+        if existing:
+            if not replace:
+                raise StoreError(
+                    f"a dataset called {name!r} already exists; choose another name or replace it"
+                )
+            self._delete_dataset_rows(cur, existing[0][0])
+        dataset_id = cur.execute("SELECT nextval('dataset_ids')").fetchall()[0][0]
+        cur.execute(
+            """INSERT INTO events
+               SELECT ?, user_id, item_id, ts,
+                      CAST(row_number() OVER (PARTITION BY user_id
+                                              ORDER BY ts NULLS FIRST, row_no) - 1 AS INTEGER),
+                      event_type, value
+               FROM stage_events""",
+            [dataset_id],
+        )
+        if with_items:
+            cur.execute(
+                "INSERT INTO items SELECT ?, item_id, title, categories, text FROM stage_items",
+                [dataset_id],
+            )
+        n_events, n_users, n_items = self.staged_counts(cur)
+        n_item_rows = cur.execute(
+            "SELECT count(*) FROM items WHERE dataset_id = ?", [dataset_id]
+        ).fetchall()[0][0]
+        has_time = bool(cur.execute("SELECT count(ts) > 0 FROM stage_events").fetchall()[0][0])
+        fingerprint = cur.execute(
+            """SELECT printf('%016x', coalesce(bit_xor(hash(user_id, item_id, ts, pos, event_type,
+                                                            value)), 0)) || '-' || count(*)
+               FROM events WHERE dataset_id = ?""",
+            [dataset_id],
+        ).fetchall()[0][0]
+        cur.execute(
+            f"INSERT INTO datasets ({_DATASET_COLUMNS}) VALUES (?, ?, ?, now()::TIMESTAMP, "
+            "?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                dataset_id,
+                name,
+                sources,
+                n_events,
+                n_users,
+                n_items,
+                n_item_rows,
+                has_time,
+                json.dumps(mapping),
+                json.dumps(report),
+                fingerprint,
+            ],
+        )
+        cur.execute("DROP TABLE IF EXISTS stage_events")
+        cur.execute("DROP TABLE IF EXISTS stage_items")
+        row = cur.execute(
+            f"SELECT {_DATASET_COLUMNS} FROM datasets WHERE dataset_id = ?", [dataset_id]
+        ).fetchall()[0]
+        return _dataset_from_row(row)
+
+    def save_planted(self, cur: duckdb.DuckDBPyConnection, dataset_id: int, frame: pd.DataFrame):
+        """Store the demo generator's planted interests for ``dataset_id``."""
+        cur.register("planted_frame", frame)
+        cur.execute(
+            """INSERT INTO planted_interests
+               SELECT ?, user_id, interests, initial_interest, final_interest, shift_at
+               FROM planted_frame""",
+            [dataset_id],
+        )
+        cur.unregister("planted_frame")
+
+    # ---- dataset exploration (Data page, stats CLI, sequences)
+
+    def dataset_stats(self, name: str) -> dict[str, Any]:
+        """Headline figures of a dataset, computed in DuckDB."""
+        info = self.get_dataset(name)
+        cur = self.cursor()
+        did = info.dataset_id
+        first, last, n_types = cur.execute(
+            "SELECT min(ts), max(ts), count(DISTINCT event_type) FROM events WHERE dataset_id = ?",
+            [did],
+        ).fetchall()[0]
+        lengths = cur.execute(
+            """SELECT min(n), quantile_cont(n, 0.5), avg(n), max(n) FROM (
+                   SELECT count(*) AS n FROM events WHERE dataset_id = ? GROUP BY user_id)""",
+            [did],
+        ).fetchall()[0]
+        sample_users = [
+            r[0]
+            for r in cur.execute(
+                """SELECT user_id FROM events WHERE dataset_id = ?
+                   GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 10""",
+                [did],
+            ).fetchall()
+        ]
+        sample_items = [
+            r[0]
+            for r in cur.execute(
+                """SELECT item_id FROM events WHERE dataset_id = ?
+                   GROUP BY item_id ORDER BY count(*) DESC, item_id LIMIT 10""",
+                [did],
+            ).fetchall()
+        ]
+        cells = info.n_users * info.n_items
+        return {
+            "dataset": info.name,
+            "events": info.n_events,
+            "users": info.n_users,
+            "items": info.n_items,
+            "item_rows": info.n_item_rows,
+            "density": info.n_events / cells if cells else 0.0,
+            "first_event": first.isoformat(sep=" ") if first else None,
+            "last_event": last.isoformat(sep=" ") if last else None,
+            "event_types": int(n_types),
+            "events_per_user": {
+                "min": _num(lengths[0]),
+                "median": _num(lengths[1]),
+                "mean": _num(lengths[2]),
+                "max": _num(lengths[3]),
+            },
+            "popularity_gini": self.popularity_gini(did),
+            "sample_users": sample_users,
+            "sample_items": sample_items,
+            "created": info.created.isoformat(timespec="seconds"),
+            "sources": list(info.sources),
+            "fingerprint": info.fingerprint,
+            "report": info.report,
+        }
+
+    def popularity_gini(self, dataset_id: int) -> float:
+        """Gini coefficient of item popularity (0 = all items equally popular)."""
+        rows = (
+            self.cursor()
+            .execute(
+                """SELECT sum((2 * r - n - 1) * c) / (n * sum(c)) FROM (
+                       SELECT c, row_number() OVER (ORDER BY c) AS r, count(*) OVER () AS n
+                       FROM (SELECT count(*) AS c FROM events WHERE dataset_id = ?
+                             GROUP BY item_id))
+                   GROUP BY n""",
+                [dataset_id],
+            )
+            .fetchall()
+        )
+        return float(rows[0][0]) if rows and rows[0][0] is not None else 0.0
+
+    def events_over_time(self, dataset_id: int) -> pd.DataFrame:
+        """Events per day (or week when the range is long): columns period, events."""
+        cur = self.cursor()
+        span = cur.execute(
+            "SELECT date_diff('day', min(ts), max(ts)) FROM events WHERE dataset_id = ?",
+            [dataset_id],
+        ).fetchall()[0][0]
+        if span is None:
+            return pd.DataFrame({"period": [], "events": []})
+        unit = "day" if span <= 400 else ("week" if span <= 3000 else "month")
+        return cur.execute(
+            f"""SELECT date_trunc('{unit}', ts) AS period, count(*) AS events
+                FROM events WHERE dataset_id = ? AND ts IS NOT NULL
+                GROUP BY 1 ORDER BY 1""",
+            [dataset_id],
+        ).df()
+
+    def events_per_user(self, dataset_id: int) -> pd.DataFrame:
+        """History length of every user: column events."""
+        return self.query_df(
+            "SELECT count(*) AS events FROM events WHERE dataset_id = ? GROUP BY user_id",
+            [dataset_id],
+        )
+
+    def item_popularity(self, dataset_id: int) -> pd.DataFrame:
+        """Events per item, most popular first: columns rank, item_id, events."""
+        return self.query_df(
+            """SELECT row_number() OVER (ORDER BY count(*) DESC, item_id) AS rank,
+                      item_id, count(*) AS events
+               FROM events WHERE dataset_id = ? GROUP BY item_id ORDER BY rank""",
+            [dataset_id],
+        )
+
+    def event_type_mix(self, dataset_id: int) -> pd.DataFrame:
+        """Events per event type: columns event_type, events."""
+        return self.query_df(
+            """SELECT coalesce(event_type, '(none)') AS event_type, count(*) AS events
+               FROM events WHERE dataset_id = ? GROUP BY 1 ORDER BY 2 DESC""",
+            [dataset_id],
+        )
+
+    def top_categories(self, dataset_id: int, limit: int = 20) -> pd.DataFrame:
+        """Events per item category (an event counts once per category of its item)."""
+        return self.query_df(
+            f"""SELECT category, count(*) AS events FROM (
+                    SELECT unnest(i.categories) AS category
+                    FROM events e JOIN items i
+                      ON i.dataset_id = e.dataset_id AND i.item_id = e.item_id
+                    WHERE e.dataset_id = ?)
+                GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {int(limit)}""",
+            [dataset_id],
+        )
+
+    def user_events(self, dataset_id: int, user_id: str, limit: int = 200) -> pd.DataFrame:
+        """One user's events in order, with item titles and categories when known."""
+        return self.query_df(
+            f"""SELECT e.pos, e.ts AS time, e.item_id, i.title, i.categories, e.event_type, e.value
+                FROM events e LEFT JOIN items i
+                  ON i.dataset_id = e.dataset_id AND i.item_id = e.item_id
+                WHERE e.dataset_id = ? AND e.user_id = ?
+                ORDER BY e.pos LIMIT {int(limit)}""",
+            [dataset_id, user_id],
+        )
+
+    def items_frame(self, dataset_id: int) -> pd.DataFrame:
+        """The item table of a dataset."""
+        return self.query_df(
+            "SELECT item_id, title, categories, text FROM items WHERE dataset_id = ? ORDER BY 1",
+            [dataset_id],
+        )
+
+    def planted_frame(self, dataset_id: int) -> pd.DataFrame:
+        """Planted interests of a generated dataset (empty for uploaded data)."""
+        return self.query_df(
+            """SELECT user_id, interests, initial_interest, final_interest, shift_at
+               FROM planted_interests WHERE dataset_id = ? ORDER BY user_id""",
+            [dataset_id],
+        )
+
+    def sequences_arrow(self, dataset_id: int):
+        """Per-user item sequences as an Arrow table (user_id, items: list<int32>) + vocabulary.
+
+        Items are indexed 1..n by popularity (most popular first, ties by id); index 0
+        is padding. Users are ordered by id, each history by ``pos``.
+        """
+        cur = self._con.cursor()  # a private cursor: relational results must not interleave
+        vocab = cur.sql(
+            """SELECT item_id,
+                      CAST(row_number() OVER (ORDER BY count(*) DESC, item_id) AS INTEGER) AS idx
+               FROM events WHERE dataset_id = $dataset
+               GROUP BY item_id ORDER BY idx""",
+            params={"dataset": dataset_id},
+        ).to_arrow_table()
+        cur.register("vocab_arrow", vocab)
+        try:
+            table = cur.sql(
+                """SELECT e.user_id, list(v.idx ORDER BY e.pos) AS items
+                   FROM events e JOIN vocab_arrow v USING (item_id)
+                   WHERE e.dataset_id = $dataset
+                   GROUP BY e.user_id ORDER BY e.user_id""",
+                params={"dataset": dataset_id},
+            ).to_arrow_table()
+        finally:
+            cur.close()
+        return table, vocab
+
+
+def _count_deleted(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> int:
+    rows = cur.execute(sql, list(params)).fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def _num(value: Any) -> float | int | None:
+    if value is None:
+        return None
+    f = float(value)
+    return int(f) if f.is_integer() else round(f, 2)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A file to read and the reader options; turns into a DuckDB table function call.
+
+    Args:
+        path (str): the file on disk (never used in SQL text: it is a parameter).
+        kind (str): ``"csv"`` or ``"parquet"``.
+        delimiter (str | None): single character, or None to let the sniffer decide.
+        header (bool | None): whether the first row names the columns; None = sniff.
+        encoding (str): ``"utf-8"`` or ``"latin-1"``.
+        compression (str): ``"auto"``, ``"gzip"`` or ``"none"``.
+        varchar_columns (tuple[str, ...]): columns forced to text (ids keep leading zeros).
+        all_varchar (bool): read every column as text.
+    """
+
+    path: str
+    kind: str = "csv"
+    delimiter: str | None = None
+    header: bool | None = None
+    encoding: str = "utf-8"
+    compression: str = "auto"
+    varchar_columns: tuple[str, ...] = ()
+    all_varchar: bool = False
+
+    def reader_sql(self, sniff: bool = False) -> tuple[str, dict[str, Any]]:
+        """SQL of the table function and its named parameters (values, never spliced).
+
+        Args:
+            sniff (bool): the ``sniff_csv`` call for the same options instead.
+        """
+        if self.kind == "parquet":
+            return "read_parquet($path)", {"path": self.path}
+        options = ["encoding = $encoding", "compression = $compression"]
+        params: dict[str, Any] = {
+            "path": self.path,
+            "encoding": self.encoding,
+            "compression": self.compression,
+        }
+        if not sniff:
+            options += [
+                "store_rejects = true",
+                "rejects_table = 'reclens_reject_errors'",
+                "rejects_scan = 'reclens_reject_scans'",
+            ]
+        if self.delimiter is not None:
+            options.append("delim = $delim")
+            params["delim"] = self.delimiter
+        if self.header is not None:
+            options.append("header = $header")
+            params["header"] = self.header
+        if self.all_varchar:
+            options.append("all_varchar = true")
+        elif self.varchar_columns and not sniff:
+            options.append("types = $types")
+            params["types"] = {name: "VARCHAR" for name in self.varchar_columns}
+        function = "sniff_csv" if sniff else "read_csv"
+        return f"{function}($path, {', '.join(options)})", params
+
+
+# --------------------------------------------------------------------------- one store per process
+
+_STORES: dict[str, Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def open_store(path: str | Path | None = None) -> Store:
+    """The process-wide :class:`Store` for ``path`` (default: ``$RECLENS_DB``, else data/)."""
+    path = path or os.environ.get("RECLENS_DB") or DEFAULT_DB
+    key = str(path) if str(path) == ":memory:" else str(Path(path).resolve())
+    with _STORES_LOCK:
+        store = _STORES.get(key)
+        if store is None:
+            store = Store(path)
+            _STORES[key] = store
+        return store
+
+
+ProgressFn = Callable[[float, str], None]
