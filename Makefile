@@ -32,7 +32,7 @@ run: setup
 	RECLENS_DB=$(DB) $(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS)
 
 test: setup-dev
-	$(PY) -m pytest
+	$(PY) -m pytest -q
 
 demo: setup
 	$(PY) -m core --db $(DB) demo --replace

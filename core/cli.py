@@ -88,7 +88,7 @@ def _cmd_demo(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_ingest(store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    from core.ingest import Cleaning, ItemMapping, ReadOptions, ingest
+    from core.ingest import Cleaning, ReadOptions, ingest
 
     read = ReadOptions(
         delimiter=_unescape(args.sep),
@@ -100,21 +100,8 @@ def _cmd_ingest(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     if any(roles.values()) or args.min_value is not None:
         mapping = _complete_mapping(store, args, read, roles)
     item_mapping = None
-    if args.items and any((args.item_id_col, args.title_col, args.category_col, args.text_col)):
-        item_mapping = ItemMapping(
-            item=args.item_id_col,
-            title=args.title_col,
-            categories=args.category_col,
-            text=args.text_col,
-            category_sep=_unescape(args.category_sep) or "|",
-        )
-    elif args.items:
-        from core.ingest import inspect, suggest_item_mapping
-
-        suggested = suggest_item_mapping(inspect(store, args.items))
-        item_mapping = ItemMapping(
-            **{**suggested.__dict__, "category_sep": _unescape(args.category_sep) or "|"}
-        )
+    if args.items:
+        item_mapping = _complete_item_mapping(store, args)
     result = ingest(
         store,
         args.dataset,
@@ -130,18 +117,46 @@ def _cmd_ingest(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     return result.summary()
 
 
+def _merge(suggested: dict[str, Any], given: dict[str, Any], resolve) -> dict[str, Any]:
+    """Given columns override the suggestion; a role left out keeps its suggested column
+    unless a given role already uses that column."""
+    taken = {resolve(column, role) for role, column in given.items()}
+    return {
+        role: given.get(role) or (None if column in taken else column)
+        for role, column in suggested.items()
+    }
+
+
 def _complete_mapping(store, args, read, roles):
-    """Given columns override the suggestion; unnamed roles keep the suggested column."""
+    """The event mapping: the roles named on the command line, the rest suggested."""
     from core.ingest import EventMapping, inspect, suggest_mapping
 
-    suggested = suggest_mapping(inspect(store, args.events, read))
+    inspection = inspect(store, args.events, read)
+    suggested = suggest_mapping(inspection)
     given = {r: c for r, c in roles.items() if c}
-    fields = {**suggested.__dict__, **given}
-    if args.user_col or args.item_col:
-        # An explicit id mapping means the suggestion for the other roles may be stale.
-        fields = {**{r: None for r in roles}, **given}
-    fields["min_value"] = args.min_value
-    return EventMapping(**fields)
+    fields = _merge({r: getattr(suggested, r) for r in roles}, given, inspection.resolve)
+    return EventMapping(**fields, min_value=args.min_value)
+
+
+def _complete_item_mapping(store, args):
+    """The item-file mapping: the columns named on the command line, the rest suggested."""
+    from core.ingest import ItemMapping, inspect, suggest_item_mapping
+
+    inspection = inspect(store, args.items)
+    suggested = suggest_item_mapping(inspection)
+    flags = {
+        "item": "item_id_col",
+        "title": "title_col",
+        "categories": "category_col",
+        "text": "text_col",
+    }
+    given = {role: getattr(args, flag) for role, flag in flags.items() if getattr(args, flag)}
+    fields = _merge(
+        {role: getattr(suggested, role) for role in flags},
+        given,
+        lambda spec, role: inspection.resolve(spec, f"item-file {role}"),
+    )
+    return ItemMapping(**fields, category_sep=_unescape(args.category_sep) or "|")
 
 
 def _progress_printer(quiet: bool):
@@ -201,6 +216,11 @@ def _print_human(command: str, result: Any) -> None:
             print(f"{key}: {value}")
 
 
+def _print_error(message: str) -> None:
+    """One ``error: ...`` line on stderr, whatever line breaks the message holds."""
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     from core.ingest import IngestError
@@ -217,7 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         }[args.command]
         result = handler(store, args)
     except (UsageError, StoreError, IngestError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_error(str(exc))
+        return 2
+    except OSError as exc:  # an unreadable file or folder named on the command line
+        where = f": {exc.filename}" if exc.filename else ""
+        _print_error(f"{exc.strerror or exc}{where}")
         return 2
     if getattr(args, "json", False):
         print(json.dumps(result, default=str))

@@ -11,7 +11,9 @@ by a failing load because the whole load is a single transaction.
 
 from __future__ import annotations
 
+import codecs
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -274,6 +276,10 @@ def detect_source(path: str | Path, options: ReadOptions = ReadOptions()) -> Sou
             "save it as CSV (comma or tab separated), then upload that"
         )
     compression = "none"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise IngestError(
+            f"{display} is UTF-16 encoded; save it again as UTF-8 (or Latin-1) CSV and upload that"
+        )
     if head.startswith(b"\x1f\x8b"):
         compression = "gzip"
     elif b"\x00" in head:
@@ -288,6 +294,8 @@ def detect_source(path: str | Path, options: ReadOptions = ReadOptions()) -> Sou
     encoding = "utf-8" if options.encoding in ("auto", "utf8", "utf-8") else options.encoding
     if encoding not in ("utf-8", "latin-1"):
         raise IngestError(f"unsupported encoding {options.encoding!r}: use utf-8 or latin-1")
+    if options.encoding == "auto" and not _looks_utf8(head, gzipped=compression == "gzip"):
+        encoding = "latin-1"
     return SourceSpec(
         str(path),
         kind="csv",
@@ -296,6 +304,20 @@ def detect_source(path: str | Path, options: ReadOptions = ReadOptions()) -> Sou
         encoding=encoding,
         compression=compression,
     )
+
+
+def _looks_utf8(head: bytes, gzipped: bool) -> bool:
+    """Whether the first bytes of a file decode as UTF-8 (a cut last character is fine)."""
+    if gzipped:
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head)
+        except zlib.error:
+            return True  # corrupt: the reader reports it with a better message
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _is_unicode_error(exc: Exception) -> bool:
@@ -346,12 +368,14 @@ def inspect(
     display = display_name or Path(path).name
     source = detect_source(path, options)
     notes: list[str] = []
+    if source.kind == "csv" and options.encoding == "auto" and source.encoding == "latin-1":
+        notes.append(_LATIN1_NOTE)
     try:
         preview, described = store.sniff(source, preview_rows)
     except duckdb.Error as exc:
-        if source.kind == "csv" and options.encoding == "auto" and _is_unicode_error(exc):
+        if _is_unicode_error(exc) and _can_fall_back_source(source, options):
             source = replace(source, encoding="latin-1")
-            notes.append("the file is not valid UTF-8; it was read as Latin-1")
+            notes.append(_LATIN1_NOTE)
             try:
                 preview, described = store.sniff(source, preview_rows)
             except duckdb.Error as exc2:
@@ -369,13 +393,27 @@ def inspect(
             if len(trial_described) > 1:
                 source, preview, described = trial, trial_preview, trial_described
                 break
-    columns = [d.split(":", 1)[0] for d in described]
-    types = dict(d.split(":", 1) for d in described)
     has_header, delimiter = True, None
     if source.kind == "csv":
-        has_header, delimiter = store.sniff_dialect(source)
+        try:
+            has_header, delimiter = store.sniff_dialect(source)
+        except duckdb.Error as exc:
+            raise _explain(exc, display) from None
         # Pin what the sniffer chose so the load reads the file exactly as previewed.
         source = replace(source, delimiter=delimiter, header=has_header)
+        if options.header is None and has_header and _header_looks_like_data(preview, described):
+            source = replace(source, header=False)
+            has_header = False
+            try:
+                preview, described = store.sniff(source, preview_rows)
+            except duckdb.Error as exc:
+                raise _explain(exc, display) from None
+            notes.append(
+                "the first line looks like data (its values appear again below it), so it was "
+                "read as a row; set the header option if it names the columns"
+            )
+    columns = [d.rsplit(":", 1)[0] for d in described]
+    types = dict(d.rsplit(":", 1) for d in described)
     if not columns:
         raise IngestError(f"{display} has no columns")
     if len(columns) == 1 and source.kind == "csv":
@@ -383,6 +421,24 @@ def inspect(
             f"only one column was found; if {display} has several, set the delimiter yourself"
         )
     return Inspection(source, columns, types, preview, has_header, delimiter, notes)
+
+
+_LATIN1_NOTE = "the file is not valid UTF-8; it was read as Latin-1"
+
+
+def _header_looks_like_data(preview: pd.DataFrame, described: list[str]) -> bool:
+    """Whether a sniffed header of an all-text file is really the first row of data.
+
+    DuckDB's sniffer cannot tell a header from data when every column is text, and
+    then takes the first line as the header. Ids repeat in a behaviour log, so a
+    "column name" that appears again as a value of its own column is data.
+    """
+    if not described or any(d.rsplit(":", 1)[1] != "VARCHAR" for d in described):
+        return False
+    return any(
+        name in set(preview[name].dropna().astype(str))
+        for name in (d.rsplit(":", 1)[0] for d in described)
+    )
 
 
 # --------------------------------------------------------------------------- suggestions
@@ -447,6 +503,11 @@ def suggest_item_mapping(inspection: Inspection) -> ItemMapping:
 # --------------------------------------------------------------------------- loading
 
 
+# A time of day followed by a UTC offset or zone letter: "12:30:00+02:00", "12:30Z".
+# (No braces: the SQL it goes into is a str.format template.)
+_OFFSET_RE = r"\d:\d\d(:\d\d(\.\d+)?)?\s*(z|utc|gmt|[+-]\d\d(:?\d\d)?)$"
+
+
 def _time_sql(kind: str, column: str) -> str:
     """SQL turning the time column ``{col}`` into a naive UTC TIMESTAMP (NULL if unparseable)."""
     numeric = (
@@ -462,11 +523,15 @@ def _time_sql(kind: str, column: str) -> str:
         return "CAST({col} AS TIMESTAMP)"
     if kind == "VARCHAR":
         text = "trim(CAST({col} AS VARCHAR))"
+        # A cast to TIMESTAMP ignores a UTC offset ("...+02:00"): such values go through
+        # TIMESTAMPTZ and are converted to UTC; values without an offset are taken as UTC.
+        has_offset = f"regexp_matches({text}, '{_OFFSET_RE}', 'i')"
         return (
-            f"coalesce(TRY_CAST({text} AS TIMESTAMP), "
-            f"TRY_CAST(TRY_CAST({text} AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS TIMESTAMP), "
+            f"CASE WHEN {has_offset} "
+            f"THEN TRY_CAST(TRY_CAST({text} AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS TIMESTAMP) "
+            f"ELSE coalesce(TRY_CAST({text} AS TIMESTAMP), "
             + numeric.format(x=f"TRY_CAST({text} AS DOUBLE)")
-            + ")"
+            + ") END"
         )
     raise IngestError(
         f"the time column {column!r} has type {kind}; map a date-time, a date or a Unix "
@@ -548,19 +613,14 @@ def ingest(
     if items_path is not None:
         items = inspect(store, items_path, items_read, display_name=names[-1])
         item_mapping = item_mapping or suggest_item_mapping(items)
-    attempts = [events.source]
-    if (
-        read.encoding == "auto"
-        and events.source.encoding == "utf-8"
-        and events.source.kind == "csv"
-    ):
-        attempts.append(replace(events.source, encoding="latin-1"))
-    for attempt, source in enumerate(attempts):
+    # With encoding "auto", a UTF-8 read that meets invalid bytes past the sniffed start
+    # of a file is rolled back and the file read again as Latin-1.
+    while True:
         try:
             return _load(
                 store,
                 name,
-                replace(events, source=source),
+                events,
                 columns,
                 mapping,
                 items,
@@ -570,14 +630,49 @@ def ingest(
                 names,
                 planted,
                 say,
+                fallback=(_can_fall_back(events, read), _can_fall_back(items, items_read)),
             )
+        except _NotUtf8 as exc:
+            if exc.which == "events":
+                events = _as_latin1(events)
+            else:
+                items = _as_latin1(items)
         except duckdb.Error as exc:
-            if attempt + 1 < len(attempts) and _is_unicode_error(exc):
+            if _is_unicode_error(exc) and _can_fall_back(events, read):
+                events = _as_latin1(events)
                 continue
             raise _explain(exc, names[0]) from None
         except StoreError as exc:
             raise IngestError(str(exc)) from None
-    raise AssertionError("unreachable")
+
+
+class _NotUtf8(Exception):
+    """Raised inside a load to roll it back and read a file again as Latin-1."""
+
+    def __init__(self, which: str) -> None:
+        super().__init__(which)
+        self.which = which
+
+
+def _can_fall_back_source(source: SourceSpec, read: ReadOptions) -> bool:
+    """Whether a UTF-8 read of ``source`` may be retried as Latin-1 (encoding "auto")."""
+    return read.encoding == "auto" and source.kind == "csv" and source.encoding == "utf-8"
+
+
+def _can_fall_back(inspection: Inspection | None, read: ReadOptions) -> bool:
+    return inspection is not None and _can_fall_back_source(inspection.source, read)
+
+
+def _as_latin1(inspection: Inspection) -> Inspection:
+    return replace(
+        inspection,
+        source=replace(inspection.source, encoding="latin-1"),
+        notes=[*inspection.notes, _LATIN1_NOTE],
+    )
+
+
+def _encoding_rejects(rejects: Sequence[Sequence[Any]]) -> bool:
+    return any(str(r[1]).upper() == "INVALID ENCODING" for r in rejects)
 
 
 def _load(
@@ -593,7 +688,10 @@ def _load(
     names: list[str],
     planted: pd.DataFrame | None,
     say: ProgressFn,
+    fallback: tuple[bool, bool] = (False, False),
 ) -> IngestResult:
+    """The load transaction; ``fallback`` says whether invalid UTF-8 in the events
+    (items) file may raise :class:`_NotUtf8` to have it read again as Latin-1."""
     time_col = columns["time"]
     time_expr = _time_sql(events.types[time_col], time_col) if time_col else ""
     text_cols = tuple(c for role in ("user", "item", "type") if (c := columns[role]))
@@ -603,10 +701,17 @@ def _load(
         staged = store.stage_events(cur, source, columns, time_expr)
         rows_read = staged["rows_read"]
         rejects = staged["csv_rejects"]
+        if fallback[0] and _encoding_rejects(rejects):
+            raise _NotUtf8("events")
         if rows_read == 0:
             raise IngestError(
                 f"{names[0]} has no data rows"
-                + (f" ({len(rejects)} lines could not be parsed)" if rejects else "")
+                + (
+                    f" ({len(rejects)} lines could not be parsed, the first at line "
+                    f"{rejects[0][0]}: {_short(rejects[0][2])}); check the delimiter and quotes"
+                    if rejects
+                    else ", only a header line; add the events below it"
+                )
             )
         if len(rejects) > max(10, rows_read):
             raise IngestError(
@@ -637,10 +742,22 @@ def _load(
         n_events, _, _ = store.staged_counts(cur)
         if n_events == 0:
             raise IngestError(_nothing_left(names[0], rows_read, dropped))
-        examples = [
-            {"line": int(r[0]), "problem": f"{r[1].lower()}: {_short(r[2])}", "text": _short(r[3])}
-            for r in rejects[:5]
-        ] + invalid["examples"]
+        reject_lines = sorted({int(r[0]) for r in rejects})
+        for example in invalid["examples"]:
+            # The store counts accepted rows; lines the reader rejected come in between.
+            example["line"] = _shift_past(example["line"], reject_lines)
+        examples = sorted(
+            [
+                {
+                    "line": int(r[0]),
+                    "problem": f"{r[1].lower()}: {_short(r[2])}",
+                    "text": _short(r[3]),
+                }
+                for r in rejects[:5]
+            ]
+            + invalid["examples"],
+            key=lambda example: example["line"],
+        )
         item_report: dict[str, Any] = {}
         item_columns: dict[str, str | None] = {}
         if items is not None and item_mapping is not None:
@@ -661,6 +778,17 @@ def _load(
                 )
             except duckdb.Error as exc:
                 raise _explain(exc, names[-1]) from None
+            if fallback[1] and item_report["invalid_encoding_rows"]:
+                raise _NotUtf8("items")
+        notes = list(events.notes)
+        n_bad_values, bad_value = staged["bad_values"]
+        if n_bad_values:
+            notes.append(
+                f"{n_bad_values} values of the value column {columns['value']!r} are not numbers "
+                f"(for example {bad_value!r}) and were loaded as empty; write decimals with a "
+                "point (4.5, not 4,5)"
+            )
+        notes += [f"item file: {note}" for note in (items.notes if items else [])]
         say(0.8, "writing the dataset")
         report = {
             "rows_read": rows_read,
@@ -672,7 +800,7 @@ def _load(
             "header": events.has_header,
             "time": _time_note(time_col, events.types),
             "items": item_report,
-            "notes": events.notes,
+            "notes": notes,
         }
         saved_mapping = {
             "events": {**columns, "min_value": mapping.min_value},
@@ -688,6 +816,15 @@ def _load(
             store.save_planted(cur, info.dataset_id, planted)
     say(1.0, "done")
     return IngestResult(info, report)
+
+
+def _shift_past(line: int, rejected: Sequence[int]) -> int:
+    """The file line of a row numbered ``line`` as if no line had been rejected."""
+    for bad in rejected:  # sorted; at most the handful of lines the reader refused
+        if bad > line:
+            break
+        line += 1
+    return line
 
 
 def _short(text: Any, limit: int = 120) -> str:
@@ -710,3 +847,21 @@ def _nothing_left(display: str, rows_read: int, dropped: dict[str, int]) -> str:
         f"no events are left after cleaning {display} ({rows_read} rows read; dropped {reasons}); "
         "check the id and time columns, the minimum value and the k-core limits"
     )
+
+
+def preview_mapping(
+    store: Store, inspection: Inspection, mapping: EventMapping, limit: int = 10
+) -> pd.DataFrame:
+    """The first rows of a file as ``ingest`` would load them: mapped, typed, unfiltered.
+
+    Columns: user_id, item_id, ts, raw_time (the time as written), event_type, value.
+    """
+    columns = _resolve_events(inspection, mapping)
+    time_col = columns["time"]
+    time_expr = _time_sql(inspection.types[time_col], time_col) if time_col else ""
+    text_cols = tuple(c for role in ("user", "item", "type") if (c := columns[role]))
+    source = replace(inspection.source, varchar_columns=text_cols)
+    try:
+        return store.preview_events(source, columns, time_expr, limit)
+    except duckdb.Error as exc:
+        raise _explain(exc, Path(source.path).name) from None

@@ -223,7 +223,14 @@ class Store:
         self.path = str(path)
         self.read_only = read_only
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the folder of the database {self.path}: {exc.strerror}; "
+                    "point --db (or RECLENS_DB) at a writable place"
+                ) from None
+            _check_is_database(Path(self.path))
         try:
             self._con = duckdb.connect(self.path, read_only=read_only)
         except duckdb.IOException as exc:
@@ -237,13 +244,20 @@ class Store:
             raise StoreError(f"cannot open the database {self.path}: {exc}") from None
         self._local = threading.local()
         self._write_lock = threading.RLock()
-        if not read_only:
-            self.migrate()
-        elif self.schema_version() != SCHEMA_VERSION:
-            raise StoreError(
-                f"the database {self.path} has schema version {self.schema_version()}, "
-                f"this RecLens needs {SCHEMA_VERSION}; open it once for writing to migrate"
-            )
+        try:
+            # Times without an offset mean UTC, whatever the machine's time zone: the same
+            # file must give the same dataset (and fingerprint) everywhere.
+            self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+            if not read_only:
+                self.migrate()
+            elif self.schema_version() != SCHEMA_VERSION:
+                raise StoreError(
+                    f"the database {self.path} has schema version {self.schema_version()}, "
+                    f"this RecLens needs {SCHEMA_VERSION}; open it once for writing to migrate"
+                )
+        except BaseException:
+            self._con.close()  # release the file lock: this store is unusable
+            raise
 
     # ---- connections and transactions
 
@@ -404,44 +418,62 @@ class Store:
                 a TIMESTAMP, or NULL when the file has no time.
 
         Returns:
-            ``rows_read`` and ``csv_rejects``: a list of (line, error type, message, text)
-            for lines the CSV reader itself could not parse.
+            ``rows_read``; ``csv_rejects``: a list of (line, error type, message, text)
+            for lines the CSV reader itself could not parse; ``bad_values``: (count, an
+            example) of values of a text value column that are not numbers (loaded as NULL).
         """
         rel_sql, params = source.reader_sql()
-
-        def col(role: str, cast: str) -> str:
-            name = columns.get(role)
-            return f"CAST({quote_ident(name)} AS {cast})" if name else f"CAST(NULL AS {cast})"
-
-        tcol = columns.get("time")
-        ts_sql = time_expr.format(col=quote_ident(tcol)) if tcol else "CAST(NULL AS TIMESTAMP)"
-        raw_time = f"CAST({quote_ident(tcol)} AS VARCHAR)" if tcol else "CAST(NULL AS VARCHAR)"
         cur.execute("DROP TABLE IF EXISTS stage_raw")
         cur.execute("DROP TABLE IF EXISTS stage_events")
+        _clear_rejects(cur)
         cur.execute(f"CREATE TEMP TABLE stage_raw AS SELECT * FROM {rel_sql}", params)
         cur.execute(
             f"""
             CREATE TEMP TABLE stage_events AS
             SELECT rowid - (SELECT min(rowid) FROM stage_raw) AS row_no,
-                   nullif(trim({col("user", "VARCHAR")}), '') AS user_id,
-                   nullif(trim({col("item", "VARCHAR")}), '') AS item_id,
-                   {ts_sql} AS ts,
-                   {raw_time} AS raw_time,
-                   {col("type", "VARCHAR")} AS event_type,
-                   TRY_CAST({quote_ident(columns["value"]) if columns.get("value") else "NULL"}
-                            AS DOUBLE) AS value
+                   {_mapped_events_sql(columns, time_expr)}
             FROM stage_raw
             """
         )
+        bad_values: tuple[int, str | None] = (0, None)
+        value_col = columns.get("value")
+        if value_col and _column_type(cur, "stage_raw", value_col) == "VARCHAR":
+            # A text value column: values that are not numbers ("4,5") become NULL; say so.
+            ident = quote_ident(value_col)
+            count, example = cur.execute(
+                f"""SELECT count(*), min({ident}) FROM stage_raw
+                    WHERE trim({ident}) <> '' AND TRY_CAST({ident} AS DOUBLE) IS NULL"""
+            ).fetchall()[0]
+            bad_values = (int(count), example)
         cur.execute("DROP TABLE stage_raw")
         rows_read = cur.execute("SELECT count(*) FROM stage_events").fetchall()[0][0]
         rejects: list[tuple[Any, ...]] = []
         if source.kind == "csv":
+            # One row per bad line (the reader lists every bad column of a line).
             rejects = cur.execute(
-                "SELECT line, CAST(error_type AS VARCHAR), error_message, csv_line "
-                "FROM reclens_reject_errors ORDER BY line"
+                """SELECT line, arg_min(CAST(error_type AS VARCHAR), coalesce(column_idx, 0)),
+                          arg_min(error_message, coalesce(column_idx, 0)), any_value(csv_line)
+                   FROM reclens_reject_errors GROUP BY line ORDER BY line"""
             ).fetchall()
-        return {"rows_read": int(rows_read), "csv_rejects": rejects}
+        return {"rows_read": int(rows_read), "csv_rejects": rejects, "bad_values": bad_values}
+
+    def preview_events(
+        self, source: SourceSpec, columns: dict[str, str | None], time_expr: str, limit: int = 10
+    ) -> pd.DataFrame:
+        """The first rows of a source as they would be loaded (mapped and typed); writes nothing.
+
+        Arguments as for :meth:`stage_events`.
+        """
+        rel_sql, params = source.reader_sql()
+        return (
+            self.cursor()
+            .execute(
+                f"SELECT {_mapped_events_sql(columns, time_expr)} FROM {rel_sql} "
+                f"LIMIT {int(limit)}",
+                params,
+            )
+            .df()
+        )
 
     def reject_invalid_events(
         self,
@@ -535,7 +567,11 @@ class Store:
         category_sep: str | None,
         list_categories: bool,
     ) -> dict[str, int]:
-        """Read an item file into the temporary table ``stage_items`` (first row per item id)."""
+        """Read an item file into the temporary table ``stage_items`` (first row per item id).
+
+        Returns counts: rows read, unparseable lines (of which ``invalid_encoding_rows``
+        were not valid in the file's encoding), rows without an id, duplicate ids.
+        """
         rel_sql, params = source.reader_sql()
 
         def col(role: str) -> str:
@@ -556,6 +592,7 @@ class Store:
             )
             params = {**params, "category_sep": sep_param}
         cur.execute("DROP TABLE IF EXISTS stage_items")
+        _clear_rejects(cur)
         cur.execute(
             f"""CREATE TEMP TABLE stage_items AS
                 SELECT row_number() OVER () AS row_no, nullif(trim({col("item")}), '') AS item_id,
@@ -570,7 +607,20 @@ class Store:
             """DELETE FROM stage_items WHERE row_no NOT IN (
                    SELECT min(row_no) FROM stage_items GROUP BY item_id)""",
         )
-        return {"item_rows_read": int(total), "missing_item_id": missing, "duplicate_items": dupes}
+        unparseable = bad_encoding = 0
+        if source.kind == "csv":
+            unparseable, bad_encoding = cur.execute(
+                """SELECT count(DISTINCT line),
+                          count(DISTINCT line) FILTER (WHERE error_type = 'INVALID ENCODING')
+                   FROM reclens_reject_errors"""
+            ).fetchall()[0]
+        return {
+            "item_rows_read": int(total),
+            "unparseable_rows": int(unparseable),
+            "invalid_encoding_rows": int(bad_encoding),
+            "missing_item_id": missing,
+            "duplicate_items": dupes,
+        }
 
     def staged_counts(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
         """(events, users, items) currently staged."""
@@ -617,11 +667,15 @@ class Store:
             "SELECT count(*) FROM items WHERE dataset_id = ?", [dataset_id]
         ).fetchall()[0][0]
         has_time = bool(cur.execute("SELECT count(ts) > 0 FROM stage_events").fetchall()[0][0])
+        # Events and item rows both count: new titles or categories make a new dataset.
         fingerprint = cur.execute(
-            """SELECT printf('%016x', coalesce(bit_xor(hash(user_id, item_id, ts, pos, event_type,
-                                                            value)), 0)) || '-' || count(*)
-               FROM events WHERE dataset_id = ?""",
-            [dataset_id],
+            """SELECT printf('%016x', hash(e.h, i.h)) || '-' || e.n
+               FROM (SELECT coalesce(bit_xor(hash(user_id, item_id, ts, pos, event_type, value)),
+                                     0) AS h, count(*) AS n
+                     FROM events WHERE dataset_id = $id) e,
+                    (SELECT coalesce(bit_xor(hash(item_id, title, categories, text)), 0) AS h
+                     FROM items WHERE dataset_id = $id) i""",
+            {"id": dataset_id},
         ).fetchall()[0][0]
         cur.execute(
             f"INSERT INTO datasets ({_DATASET_COLUMNS}) VALUES (?, ?, ?, now()::TIMESTAMP, "
@@ -839,6 +893,56 @@ class Store:
         return table, vocab
 
 
+def _check_is_database(path: Path) -> None:
+    """Refuse an existing file that is not a DuckDB database (say, a CSV given as --db).
+
+    DuckDB itself would silently open a small one as an empty in-memory database.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return  # missing (a new database), or unreadable: DuckDB will say why
+    if head and head[8:12] != b"DUCK":
+        raise StoreError(
+            f"{path} is not a RecLens database (DuckDB file); point --db at a .duckdb file "
+            "or at a new path to create one"
+        )
+
+
+def _column_type(cur: duckdb.DuckDBPyConnection, table: str, column: str) -> str | None:
+    """The SQL type of ``column`` in the (temporary) table ``table``."""
+    rows = cur.execute(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
+        [table, column],
+    ).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _clear_rejects(cur: duckdb.DuckDBPyConnection) -> None:
+    """Forget the bad lines of earlier reads: DuckDB appends to the rejects tables."""
+    cur.execute("DROP TABLE IF EXISTS reclens_reject_errors")
+    cur.execute("DROP TABLE IF EXISTS reclens_reject_scans")
+
+
+def _mapped_events_sql(columns: dict[str, str | None], time_expr: str) -> str:
+    """SELECT list turning source columns into the typed event columns (see stage_events)."""
+
+    def col(role: str, cast: str) -> str:
+        name = columns.get(role)
+        return f"CAST({quote_ident(name)} AS {cast})" if name else f"CAST(NULL AS {cast})"
+
+    tcol = columns.get("time")
+    ts_sql = time_expr.format(col=quote_ident(tcol)) if tcol else "CAST(NULL AS TIMESTAMP)"
+    value = columns.get("value")
+    return f"""nullif(trim({col("user", "VARCHAR")}), '') AS user_id,
+               nullif(trim({col("item", "VARCHAR")}), '') AS item_id,
+               {ts_sql} AS ts,
+               {col("time", "VARCHAR")} AS raw_time,
+               {col("type", "VARCHAR")} AS event_type,
+               TRY_CAST({quote_ident(value) if value else "NULL"} AS DOUBLE) AS value"""
+
+
 def _count_deleted(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> int:
     rows = cur.execute(sql, list(params)).fetchall()
     return int(rows[0][0]) if rows else 0
@@ -892,7 +996,11 @@ class SourceSpec:
             "encoding": self.encoding,
             "compression": self.compression,
         }
-        if not sniff:
+        if sniff:
+            # read_csv below stores bad lines instead of failing; let the sniffer skip
+            # them too, or one ragged line makes it choose another dialect.
+            options.append("ignore_errors = true")
+        else:
             options += [
                 "store_rejects = true",
                 "rejects_table = 'reclens_reject_errors'",

@@ -1,0 +1,128 @@
+"""What every page shares: the store, the active dataset, cached queries.
+
+UI code only: the figures and queries themselves live in ``core``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pandas as pd
+import streamlit as st
+from PIL import Image, ImageDraw
+
+from core.demo import load_demo
+from core.store import DatasetInfo, Store, open_store
+
+log = logging.getLogger("reclens")
+
+ACTIVE_DATASET = "active_dataset"
+# A page that creates a dataset sets this; the picker switches to it on the next run
+# (a widget's own key cannot be changed once the widget has been drawn).
+PENDING_DATASET = "pending_dataset"
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$])")
+
+
+def md_escape(text: str) -> str:
+    """Escape Markdown (and so HTML) in text that came from data or a file."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+
+
+@st.cache_resource(show_spinner="Opening the database…")
+def get_store() -> Store:
+    """The process-wide store; a new database gets the demo dataset on first start."""
+    store = open_store()
+    if not store.list_datasets():
+        load_demo(store, "demo")
+    return store
+
+
+@st.cache_resource
+def app_icon() -> Image.Image:
+    """The favicon, drawn locally: three rising bars on the accent colour."""
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(icon)
+    draw.rounded_rectangle((0, 0, 63, 63), radius=14, fill=(76, 110, 245, 255))
+    for i, height in enumerate((18, 30, 42)):
+        x = 12 + i * 14
+        draw.rectangle((x, 52 - height, x + 9, 52), fill=(255, 255, 255, 255))
+    return icon
+
+
+def datasets() -> list[DatasetInfo]:
+    """The catalogue (cheap: one small query)."""
+    return get_store().list_datasets()
+
+
+def active_dataset() -> DatasetInfo | None:
+    """The dataset picked in the sidebar, or None when the store is empty."""
+    name = st.session_state.get(ACTIVE_DATASET)
+    return get_store().find_dataset(name) if name else None
+
+
+def dataset_picker() -> None:
+    """Sidebar selector of the active dataset, shared by every page.
+
+    The choice lives in a plain session key (not the widget's own key), so it
+    survives page switches and can be set by a page that creates a dataset.
+    """
+    names = [d.name for d in datasets()]
+    if not names:
+        st.sidebar.info("No datasets yet: upload one on the Data page.")
+        st.session_state.pop(ACTIVE_DATASET, None)
+        return
+    pending = st.session_state.pop(PENDING_DATASET, None)
+    if pending in names:
+        st.session_state[ACTIVE_DATASET] = pending
+    if st.session_state.get(ACTIVE_DATASET) not in names:
+        st.session_state[ACTIVE_DATASET] = names[0]
+
+    def remember() -> None:
+        st.session_state[ACTIVE_DATASET] = st.session_state["dataset_picker"]
+
+    st.session_state["dataset_picker"] = st.session_state[ACTIVE_DATASET]
+    st.sidebar.selectbox(
+        "Dataset",
+        names,
+        key="dataset_picker",
+        on_change=remember,
+        help="The dataset every page works on. Upload more on the Data page.",
+    )
+
+
+def require_dataset() -> DatasetInfo:
+    """The active dataset, or stop the page with a pointer to the Data page."""
+    info = active_dataset()
+    if info is None:
+        st.info("There is no dataset yet. Upload a behaviour log on the **Data** page.")
+        st.stop()
+    return info
+
+
+# Query results are cached per dataset version (its fingerprint), never globally.
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_stats(name: str, fingerprint: str) -> dict:
+    return get_store().dataset_stats(name)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_frame(query: str, dataset_id: int, fingerprint: str) -> pd.DataFrame:
+    """One of the store's per-dataset exploration queries, by method name."""
+    allowed = {
+        "events_over_time",
+        "events_per_user",
+        "item_popularity",
+        "event_type_mix",
+        "top_categories",
+    }
+    if query not in allowed:
+        raise ValueError(f"unknown query {query}")
+    return getattr(get_store(), query)(dataset_id)
+
+
+def fmt_int(value: int | float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"

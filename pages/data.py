@@ -1,0 +1,400 @@
+"""Data page: upload a behaviour log, map its columns, ingest it, explore the dataset."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import charts
+from core.ingest import (
+    EVENT_ROLES,
+    ITEM_ROLES,
+    Cleaning,
+    EventMapping,
+    IngestError,
+    Inspection,
+    ItemMapping,
+    ReadOptions,
+    ingest,
+    inspect,
+    preview_mapping,
+    suggest_item_mapping,
+    suggest_mapping,
+)
+from core.store import StoreError, slugify
+from pages.common import (
+    PENDING_DATASET,
+    active_dataset,
+    cached_frame,
+    cached_stats,
+    datasets,
+    fmt_int,
+    get_store,
+    md_escape,
+)
+
+log = logging.getLogger("reclens.data")
+
+UPLOAD_TYPES = ["csv", "tsv", "txt", "dat", "gz", "parquet"]
+NONE = "(none)"
+DELIMITERS = {
+    "auto": None,
+    "comma ,": ",",
+    "semicolon ;": ";",
+    "tab": "\t",
+    "pipe |": "|",
+    "space": " ",
+}
+ROLE_LABELS = {
+    "user": "User id *",
+    "item": "Item id *",
+    "time": "Time",
+    "type": "Event type",
+    "value": "Value (rating, weight)",
+}
+ITEM_ROLE_LABELS = {
+    "item": "Item id *",
+    "title": "Title",
+    "categories": "Categories",
+    "text": "Text / description",
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _spool(uploaded) -> Path:
+    """Copy an upload to a private temporary file once per upload (never trusting its name)."""
+    spooled = st.session_state.setdefault("spooled_uploads", {})
+    path = spooled.get(uploaded.file_id)
+    if path and Path(path).exists():
+        return Path(path)
+    folder = Path(tempfile.mkdtemp(prefix="reclens-upload-"))
+    target = folder / "upload.bin"
+    uploaded.seek(0)
+    with open(target, "wb") as out:
+        shutil.copyfileobj(uploaded, out, length=1 << 20)
+    spooled[uploaded.file_id] = str(target)
+    return target
+
+
+@st.cache_data(show_spinner="Reading the file…", max_entries=16)
+def _inspect(path: str, options: ReadOptions, display: str) -> Inspection:
+    return inspect(get_store(), path, options, display_name=display)
+
+
+def _read_options(prefix: str) -> ReadOptions:
+    with st.expander("Reading options (detected automatically)"):
+        cols = st.columns(3)
+        delimiter = cols[0].selectbox("Delimiter", list(DELIMITERS), key=f"{prefix}_delim")
+        header = cols[1].selectbox("Header line", ["auto", "yes", "no"], key=f"{prefix}_header")
+        encoding = cols[2].selectbox(
+            "Encoding", ["auto", "utf-8", "latin-1"], key=f"{prefix}_encoding"
+        )
+    return ReadOptions(
+        delimiter=DELIMITERS[delimiter],
+        header={"auto": None, "yes": True, "no": False}[header],
+        encoding=encoding,
+    )
+
+
+def _describe(inspection: Inspection) -> str:
+    source = inspection.source
+    if source.kind == "parquet":
+        return f"Parquet file, {len(inspection.columns)} columns."
+    delim = {"\t": "tab", " ": "space"}.get(inspection.delimiter or "", inspection.delimiter)
+    return (
+        f"CSV, delimiter `{delim}`, {'with' if inspection.has_header else 'without'} a header, "
+        f"{source.encoding}{', gzip' if source.compression == 'gzip' else ''}, "
+        f"{len(inspection.columns)} columns."
+    )
+
+
+def _role_picker(label: str, columns: list[str], suggested: str | None, key: str) -> str | None:
+    options = [NONE, *columns]
+    index = options.index(suggested) if suggested in options else 0
+    choice = st.selectbox(label, options, index=index, key=key)
+    return None if choice == NONE else choice
+
+
+def _show_report(summary: dict) -> None:
+    report = summary["report"]
+    st.success(
+        f"Loaded **{summary['dataset']}**: {fmt_int(summary['events'])} events, "
+        f"{fmt_int(summary['users'])} users, {fmt_int(summary['items'])} items."
+    )
+    st.markdown("**Cleaning report**")
+    cols = st.columns(4)
+    cols[0].metric("Rows read", fmt_int(report["rows_read"]))
+    cols[1].metric("Events kept", fmt_int(report["events_loaded"]))
+    cols[2].metric("Rows dropped", fmt_int(sum(report["dropped"].values())))
+    cols[3].metric("Item rows", fmt_int(summary.get("item_rows", 0)))
+    dropped = [{"reason": k.replace("_", " "), "rows": v} for k, v in report["dropped"].items()]
+    st.dataframe(dropped, hide_index=True, width="content")
+    if report["examples"]:
+        st.markdown("Examples of rejected rows (line numbers in the file):")
+        st.dataframe(report["examples"], hide_index=True)
+    for note in [report["time"], *report.get("notes", [])]:
+        st.caption(md_escape(note))
+
+
+# --------------------------------------------------------------------------- upload
+
+
+def upload_section() -> None:
+    st.markdown(
+        "Upload a behaviour log: one row per event with a **user** and an **item** column, "
+        "optionally a time, an event type and a value. CSV/TSV with any delimiter (header or "
+        "not, UTF-8 or Latin-1, gzip or not) or Parquet. An item file with titles, categories "
+        "and descriptions is optional."
+    )
+    left, right = st.columns(2)
+    with left:
+        events_file = st.file_uploader("Behaviour log", type=UPLOAD_TYPES, key="events_upload")
+        events_opts = _read_options("events")
+    with right:
+        items_file = st.file_uploader("Item file (optional)", type=UPLOAD_TYPES, key="items_upload")
+        items_opts = _read_options("items")
+    if events_file is None:
+        st.info("Choose a file to start. Nothing is loaded until you press **Ingest**.")
+        return
+    try:
+        events = _inspect(str(_spool(events_file)), events_opts, events_file.name)
+        items = (
+            _inspect(str(_spool(items_file)), items_opts, items_file.name) if items_file else None
+        )
+    except IngestError as exc:
+        st.error(md_escape(str(exc)), icon=":material/error:")
+        return
+
+    st.subheader("1. Preview", divider="gray")
+    st.caption(_describe(events) + " First rows as read:")
+    st.dataframe(events.preview.head(10), hide_index=True)
+    for note in events.notes:
+        st.warning(md_escape(note))
+
+    st.subheader("2. Map columns", divider="gray")
+    suggestion = suggest_mapping(events)
+    cols = st.columns(len(EVENT_ROLES))
+    chosen = {}
+    for col, role in zip(cols, EVENT_ROLES, strict=True):
+        with col:
+            chosen[role] = _role_picker(
+                ROLE_LABELS[role], events.columns, getattr(suggestion, role), f"map_{role}"
+            )
+    min_value = None
+    if chosen["value"]:
+        filt = st.columns([1, 1, 2])
+        if filt[0].checkbox(
+            "Keep only positive events",
+            key="use_min_value",
+            help="For example ratings of 4 or more",
+        ):
+            min_value = filt[1].number_input("Minimum value", value=4.0, step=0.5, key="min_value")
+    mapping = EventMapping(**chosen, min_value=min_value)
+
+    item_mapping = None
+    if items is not None:
+        st.caption("Item file: " + _describe(items))
+        st.dataframe(items.preview.head(5), hide_index=True)
+        isugg = suggest_item_mapping(items)
+        icols = st.columns(len(ITEM_ROLES) + 1)
+        ichosen = {}
+        for col, role in zip(icols, ITEM_ROLES, strict=False):
+            with col:
+                ichosen[role] = _role_picker(
+                    ITEM_ROLE_LABELS[role], items.columns, getattr(isugg, role), f"imap_{role}"
+                )
+        sep = icols[-1].text_input("Category separator", value="|", max_chars=3, key="cat_sep")
+        item_mapping = ItemMapping(**ichosen, category_sep=sep or "|")
+
+    st.subheader("3. Check the mapped rows", divider="gray")
+    try:
+        st.dataframe(preview_mapping(get_store(), events, mapping), hide_index=True)
+    except IngestError as exc:
+        st.error(md_escape(str(exc)), icon=":material/error:")
+        return
+
+    st.subheader("4. Clean and load", divider="gray")
+    ccols = st.columns(4)
+    min_user = ccols[0].number_input(
+        "Min events per user",
+        1,
+        1000,
+        1,
+        key="min_user",
+        help="k-core: users with fewer events are dropped",
+    )
+    min_item = ccols[1].number_input(
+        "Min events per item",
+        1,
+        1000,
+        1,
+        key="min_item",
+        help="k-core: items with fewer events are dropped",
+    )
+    collapse = ccols[2].checkbox(
+        "Collapse consecutive repeats",
+        key="collapse",
+        help="Drop an event that repeats the user's previous item",
+    )
+    name = ccols[3].text_input(
+        "Dataset name",
+        value=slugify(events_file.name),
+        key="ds_name",
+        help="lower-case letters, digits, - and _",
+    )
+    exists = get_store().find_dataset(name) is not None if name else False
+    replace = False
+    if exists:
+        replace = st.checkbox(
+            f"A dataset called '{name}' already exists: replace it", key="confirm_replace"
+        )
+    if not st.button(
+        "Ingest", type="primary", key="ingest_button", disabled=exists and not replace
+    ):
+        if exists and not replace:
+            st.caption("Tick the box above to replace it, or choose another name.")
+        return
+    bar = st.progress(0.0, text="Starting…")
+    try:
+        result = ingest(
+            get_store(),
+            name,
+            events.source.path,
+            mapping,
+            read=events_opts,
+            items_path=items.source.path if items else None,
+            item_mapping=item_mapping,
+            items_read=items_opts,
+            cleaning=Cleaning(int(min_user), int(min_item), bool(collapse)),
+            replace_existing=replace,
+            source_names=[events_file.name] + ([items_file.name] if items_file else []),
+            progress=lambda f, msg: bar.progress(min(1.0, f), text=msg),
+        )
+    except IngestError as exc:
+        bar.empty()
+        st.error(md_escape(str(exc)), icon=":material/error:")
+        return
+    except Exception:  # an unexpected failure: log it, never show a traceback
+        bar.empty()
+        log.exception("ingest failed")
+        st.error("Loading failed unexpectedly; nothing was changed. The server log has details.")
+        return
+    st.session_state["last_ingest"] = result.summary()
+    st.session_state[PENDING_DATASET] = result.dataset.name
+    st.cache_data.clear()
+    st.rerun()
+
+
+# --------------------------------------------------------------------------- overview
+
+
+def overview_section() -> None:
+    info = active_dataset()
+    if info is None:
+        st.info("No dataset yet: upload one in the **Upload** tab.")
+        return
+    stats = cached_stats(info.name, info.fingerprint)
+    span = (
+        f"events from {stats['first_event'][:10]} to {stats['last_event'][:10]}"
+        if stats["first_event"]
+        else "no timestamps (file order)"
+    )
+    st.caption(
+        f"Source: {md_escape(', '.join(info.sources))} · {span} · "
+        f"loaded {stats['created'].replace('T', ' ')}"
+    )
+    cols = st.columns(6)
+    cols[0].metric("Users", fmt_int(stats["users"]))
+    cols[1].metric("Items", fmt_int(stats["items"]))
+    cols[2].metric("Events", fmt_int(stats["events"]))
+    cols[3].metric("Density", f"{stats['density']:.3%}")
+    if stats["first_event"]:
+        first, last = stats["first_event"][:10], stats["last_event"][:10]
+        days = (pd.Timestamp(last) - pd.Timestamp(first)).days
+        span_text = f"{days:,} days" if days <= 730 else f"{days / 365.25:.1f} years"
+        cols[4].metric("Time span", span_text, help=f"{first} to {last}")
+    else:
+        cols[4].metric("Time span", "—", help="No timestamps: events are in file order")
+    cols[5].metric("Popularity Gini", f"{stats['popularity_gini']:.2f}")
+
+    did, fp = info.dataset_id, info.fingerprint
+    left, right = st.columns(2)
+    left.plotly_chart(charts.events_over_time(cached_frame("events_over_time", did, fp)))
+    right.plotly_chart(charts.events_per_user(cached_frame("events_per_user", did, fp)))
+    left, right = st.columns(2)
+    left.plotly_chart(
+        charts.popularity_long_tail(
+            cached_frame("item_popularity", did, fp), stats["popularity_gini"]
+        )
+    )
+    right.plotly_chart(charts.event_type_mix(cached_frame("event_type_mix", did, fp)))
+    st.plotly_chart(charts.top_categories(cached_frame("top_categories", did, fp)))
+
+    st.subheader("One user's events")
+    pick, typed = st.columns(2)
+    sample = pick.selectbox(
+        "Sample user (most active first)", stats["sample_users"], key="sample_user"
+    )
+    typed_id = typed.text_input("…or type a user id", key="typed_user").strip()
+    user = typed_id or sample
+    frame = get_store().user_events(did, user)
+    if frame.empty:
+        st.warning(f"No events for user {md_escape(user)!s} in {info.name}.")
+    else:
+        st.dataframe(frame, hide_index=True)
+
+
+# --------------------------------------------------------------------------- manage
+
+
+def manage_section() -> None:
+    rows = [d.summary() for d in datasets()]
+    if not rows:
+        st.info("No datasets yet.")
+        return
+    st.dataframe(
+        [
+            {
+                k: r[k]
+                for k in ("name", "events", "users", "items", "item_rows", "created", "sources")
+            }
+            for r in rows
+        ],
+        hide_index=True,
+    )
+    st.markdown("**Delete a dataset**")
+    cols = st.columns([2, 2, 1])
+    target = cols[0].selectbox("Dataset to delete", [r["name"] for r in rows], key="drop_name")
+    sure = cols[1].checkbox(f"Yes, delete '{target}' and its events", key="drop_confirm")
+    if cols[2].button("Delete", disabled=not sure, key="drop_button"):
+        try:
+            get_store().drop_dataset(target)
+        except StoreError as exc:
+            st.error(md_escape(str(exc)))
+            return
+        st.session_state["last_drop"] = target
+        st.cache_data.clear()
+        st.rerun()
+
+
+# --------------------------------------------------------------------------- page
+
+st.title("Data")
+if "last_ingest" in st.session_state:
+    _show_report(st.session_state.pop("last_ingest"))
+if "last_drop" in st.session_state:
+    st.success(f"Deleted {st.session_state.pop('last_drop')}.")
+overview, upload, manage = st.tabs(["Overview", "Upload", "Datasets"])
+with overview:
+    overview_section()
+with upload:
+    upload_section()
+with manage:
+    manage_section()

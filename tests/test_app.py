@@ -1,0 +1,166 @@
+"""AppTest journeys through the app and the Data page (real store, real files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from core.store import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
+
+RATINGS = (
+    "userId,movieId,rating,timestamp\n"
+    + "".join(
+        f"{u},{m},{(u + m) % 5 + 1}.0,{1600000000 + 60 * (u * 10 + m)}\n"
+        for u in range(1, 21)
+        for m in range(1, 9)
+    )
+    + "21,5,4.0,not-a-time\n,7,3.0,1600000000\n"
+)
+
+
+@pytest.fixture(autouse=True)
+def navigation_mode(monkeypatch) -> None:
+    """Run every AppTest rerun through app.py, as the real server does.
+
+    AppTest resets Streamlit's "uses a pages/ directory" flag before each run, and our
+    page files live in ``pages/``, so from the second run on it would execute the page
+    file alone (the old MPA v1 mode), skipping app.py and its sidebar. A real server sets
+    the flag to False for good once ``st.navigation`` has run; this does the same.
+    """
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch) -> AppTest:
+    """The app on a fresh database file (seeded with the demo on first start)."""
+    monkeypatch.setenv("RECLENS_DB", str(tmp_path / "app.duckdb"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_first_start_seeds_the_demo_and_home_shows_it(app: AppTest) -> None:
+    assert app.sidebar.selectbox(key="dataset_picker").value == "demo"
+    labels = {m.label: m.value for m in app.metric}
+    assert labels["Users"] == "3,000"
+    assert labels["Items"] == "800"
+
+
+def test_every_page_renders_without_exceptions(app: AppTest) -> None:
+    for page in (
+        "pages/data.py",
+        "pages/train.py",
+        "pages/interests.py",
+        "pages/recommendations.py",
+        "pages/metrics.py",
+        "pages/home.py",
+    ):
+        app.switch_page(page).run()
+        assert not app.exception, (page, app.exception)
+        assert app.title, page
+
+
+def test_data_overview_shows_stats_and_user_events(app: AppTest) -> None:
+    app.switch_page("pages/data.py").run()
+    labels = {m.label: m.value for m in app.metric}
+    assert labels["Events"] == "93,022"
+    assert labels["Popularity Gini"].startswith("0.")
+    charts = app.get("plotly_chart")
+    assert len(charts) == 5
+    # The most active demo user's events are listed in order.
+    events = next(d.value for d in app.dataframe if "pos" in d.value.columns)
+    assert list(events["pos"]) == list(range(len(events)))
+    assert {"title", "categories", "event_type"} <= set(events.columns)
+
+
+def _upload(app: AppTest, content: str, name: str = "ratings.csv") -> AppTest:
+    app.switch_page("pages/data.py").run()
+    app.file_uploader(key="events_upload").upload(name, content.encode(), "text/csv").run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_upload_map_ingest_and_report(app: AppTest) -> None:
+    app = _upload(app, RATINGS)
+    # Mapping suggested from the column names.
+    assert app.selectbox(key="map_user").value == "userId"
+    assert app.selectbox(key="map_item").value == "movieId"
+    assert app.selectbox(key="map_time").value == "timestamp"
+    assert app.selectbox(key="map_value").value == "rating"
+    assert app.text_input(key="ds_name").value == "ratings"
+    # The mapped preview shows typed rows: ids as text, times as timestamps.
+    mapped = next(d.value for d in app.dataframe if "raw_time" in d.value.columns)
+    assert list(mapped["user_id"][:2]) == ["1", "1"]
+    assert str(mapped["ts"].dtype).startswith("datetime64")
+
+    app.button(key="ingest_button").click().run()
+    assert not app.exception, app.exception
+    assert any("Loaded **ratings**" in s.value for s in app.success)
+    labels = {m.label: m.value for m in app.metric}
+    assert labels["Rows read"] == "162"
+    assert labels["Events kept"] == "160"
+    # The new dataset became the active one.
+    assert app.sidebar.selectbox(key="dataset_picker").value == "ratings"
+    info = open_store().get_dataset("ratings")
+    assert (info.n_events, info.n_users, info.n_items) == (160, 20, 8)
+    assert info.sources == ["ratings.csv"]
+
+
+def test_positive_filter_and_kcore_from_the_page(app: AppTest) -> None:
+    app = _upload(app, RATINGS)
+    app.checkbox(key="use_min_value").check().run()
+    app.number_input(key="min_value").set_value(4.0).run()
+    app.number_input(key="min_user").set_value(3).run()
+    app.button(key="ingest_button").click().run()
+    assert not app.exception, app.exception
+    report = next(d.value for d in app.dataframe if "reason" in d.value.columns)
+    dropped = dict(zip(report["reason"], report["rows"], strict=True))
+    assert dropped["below min value"] > 0
+    assert "k core" in dropped
+
+
+def test_bad_file_shows_a_clear_message_and_changes_nothing(app: AppTest) -> None:
+    app.switch_page("pages/data.py").run()
+    before = open_store().table_fingerprints()
+    app.file_uploader(key="events_upload").upload(
+        "sheet.csv", b"PK\x03\x04\x14\x00\x00\x00garbage", "text/csv"
+    ).run()
+    assert not app.exception
+    assert "Excel" in app.error[0].value
+    assert "ingest_button" not in [b.key for b in app.button]
+    assert open_store().table_fingerprints() == before
+
+
+def test_unknown_column_and_existing_name_are_handled(app: AppTest) -> None:
+    app = _upload(app, RATINGS, name="demo.csv")
+    # The suggested name collides with the demo dataset: the page asks first.
+    assert app.text_input(key="ds_name").value == "demo"
+    assert app.button(key="ingest_button").disabled
+    app.checkbox(key="confirm_replace").check().run()
+    assert not app.button(key="ingest_button").disabled
+
+
+def test_delete_dataset(app: AppTest) -> None:
+    app.switch_page("pages/data.py").run()
+    app.checkbox(key="drop_confirm").check().run()
+    app.button(key="drop_button").click().run()
+    assert not app.exception, app.exception
+    assert any("Deleted demo" in s.value for s in app.success)
+    assert open_store().list_datasets() == []
+    assert "No dataset yet" in app.info[0].value
