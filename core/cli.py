@@ -67,6 +67,37 @@ def _parser() -> argparse.ArgumentParser:
 
     drop = sub.add_parser("drop", help="delete a dataset")
     drop.add_argument("--dataset", required=True)
+
+    tr = sub.add_parser("train", help="train the BERT preference model on a dataset")
+    tr.add_argument("--dataset", required=True)
+    tr.add_argument("--name", help="model name (default: DATASET-PRESET-TIMESTAMP)")
+    tr.add_argument("--out", help="model directory (default: data/models/NAME)")
+    tr.add_argument("--preset", default="fast", choices=["fast", "balanced", "quality"])
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--max-len", type=int)
+    tr.add_argument("--hidden", type=int)
+    tr.add_argument("--layers", type=int)
+    tr.add_argument("--heads", type=int)
+    tr.add_argument("--batch", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--mask-prob", type=float)
+    tr.add_argument("--loss", choices=["auto", "full", "sampled"])
+    tr.add_argument("--text-encoder", help="auto | none | PATH of a BERT-family model folder")
+    tr.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--time-budget", type=float, help="stop after SECONDS (best epoch kept)")
+    tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    tr.add_argument("--json", action="store_true")
+
+    models = sub.add_parser("models", help="list the trained models")
+    models.add_argument("--json", action="store_true")
+
+    rec = sub.add_parser("recommend", help="top-K items for a user")
+    rec.add_argument("--model", required=True, help="a registered model name or a directory")
+    rec.add_argument("--user", required=True)
+    rec.add_argument("--k", type=int, default=10)
+    rec.add_argument("--include-seen", action="store_true")
+    rec.add_argument("--json", action="store_true")
     return parser
 
 
@@ -188,6 +219,115 @@ def _cmd_drop(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     return {"dropped": args.dataset}
 
 
+def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
+    from core.jobs import train_dataset
+    from core.train import TrainConfig
+
+    try:
+        config = TrainConfig.from_preset(
+            args.preset,
+            epochs=args.epochs,
+            max_len=args.max_len,
+            hidden=args.hidden,
+            layers=args.layers,
+            heads=args.heads,
+            batch=args.batch,
+            lr=args.lr,
+            mask_prob=args.mask_prob,
+            loss=args.loss,
+            text_encoder=args.text_encoder,
+            device=args.device,
+            seed=args.seed,
+            time_budget=args.time_budget,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    _check_positive(args, ("epochs", "max_len", "hidden", "layers", "heads", "batch", "lr"))
+    bar = _train_bar(args.json)
+    model, result = train_dataset(
+        store,
+        args.dataset,
+        config,
+        name=args.name,
+        out_dir=args.out,
+        resume=args.resume,
+        callback=bar,
+    )
+    return {
+        "model": model.name,
+        "path": model.path,
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "best_val_ndcg@10": result.best_val_ndcg10,
+        "seconds": round(result.seconds, 2),
+        "dataset": model.dataset,
+    }
+
+
+def _check_positive(args: argparse.Namespace, names: Sequence[str]) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+
+
+def _train_bar(quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def report(p) -> None:
+        bar = bars.get("bar")
+        if bar is None or bar.desc != f"epoch {p.epoch}/{p.epochs}":
+            if bar is not None:
+                bar.close()
+            bar = bars["bar"] = tqdm(
+                total=p.steps_per_epoch,
+                desc=f"epoch {p.epoch}/{p.epochs}",
+                unit="step",
+                leave=False,
+            )
+        bar.n = p.step
+        bar.set_postfix(loss=f"{p.loss or 0:.3f}", best_ndcg10=f"{p.best_val_ndcg10 or 0:.4f}")
+        bar.refresh()
+        if p.phase == "validate":
+            bar.write(p.message)
+
+    return report
+
+
+def _cmd_models(store: Store, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [m.summary() for m in store.list_models()]
+
+
+def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
+    from core.jobs import resolve_model
+    from core.recommend import recommend
+
+    if args.k <= 0:
+        raise UsageError("--k must be positive")
+    saved = resolve_model(store, args.model)
+    for warning in saved.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    dataset = store.get_dataset(saved.dataset)
+    history = store.user_history(dataset.dataset_id, args.user)
+    if not history:
+        raise UsageError(f"user {args.user!r} has no events in dataset {dataset.name!r}")
+    top = recommend(saved, history, k=args.k, exclude_seen=not args.include_seen)
+    details = store.item_details(dataset.dataset_id, list(top["item_id"])).set_index("item_id")
+    items = []
+    for row in top.itertuples(index=False):
+        item = {"item_id": row.item_id, "score": float(row.score)}
+        if row.item_id in details.index:
+            item["title"] = details.at[row.item_id, "title"]
+            cats = details.at[row.item_id, "categories"]
+            item["categories"] = list(cats) if cats is not None else []
+        items.append(item)
+    return {"user": args.user, "model": saved.name, "items": items}
+
+
 def _print_human(command: str, result: Any) -> None:
     if command == "datasets":
         if not result:
@@ -211,6 +351,19 @@ def _print_human(command: str, result: Any) -> None:
     if command == "drop":
         print(f"dropped {result['dropped']}")
         return
+    if command == "models":
+        if not result:
+            print("no models yet: run `python -m core train --dataset NAME`")
+        for m in result:
+            ndcg = m["metrics"].get("val_ndcg@10", 0)
+            print(f"{m['name']:<40} {m['dataset']:<20} val NDCG@10 {ndcg:.4f}")
+        return
+    if command == "recommend":
+        for rank, item in enumerate(result["items"], 1):
+            print(
+                f"{rank:>3}. {item['item_id']:<16} {item['score']:.4f}  {item.get('title') or ''}"
+            )
+        return
     for key, value in result.items():
         if key != "report":
             print(f"{key}: {value}")
@@ -223,7 +376,9 @@ def _print_error(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
+    from core.checkpoint import CheckpointError
     from core.ingest import IngestError
+    from core.text import TextEncoderError
 
     try:
         args = _parser().parse_args(argv)
@@ -234,9 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "datasets": _cmd_datasets,
             "stats": _cmd_stats,
             "drop": _cmd_drop,
+            "train": _cmd_train,
+            "models": _cmd_models,
+            "recommend": _cmd_recommend,
         }[args.command]
         result = handler(store, args)
-    except (UsageError, StoreError, IngestError) as exc:
+    except (UsageError, StoreError, IngestError, CheckpointError, TextEncoderError) as exc:
         _print_error(str(exc))
         return 2
     except OSError as exc:  # an unreadable file or folder named on the command line

@@ -739,7 +739,7 @@ def _load(
             dropped["k_core"] = store.k_core(
                 cur, max(1, cleaning.min_user_events), max(1, cleaning.min_item_events)
             )
-        n_events, _, _ = store.staged_counts(cur)
+        n_events = store.staged_count(cur)
         if n_events == 0:
             raise IngestError(_nothing_left(names[0], rows_read, dropped))
         reject_lines = sorted({int(r[0]) for r in rejects})

@@ -193,6 +193,29 @@ class DatasetInfo:
         }
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """One row of the model registry."""
+
+    name: str
+    dataset: str
+    path: str
+    created: datetime
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-friendly summary printed by ``models --json``."""
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "path": self.path,
+            "created": self.created.isoformat(timespec="seconds"),
+            "metrics": self.metrics,
+            "preset": self.config.get("preset"),
+        }
+
+
 _DATASET_COLUMNS = (
     "dataset_id, name, sources, created, n_events, n_users, n_items, n_item_rows, "
     "has_time, mapping, report, fingerprint"
@@ -407,7 +430,11 @@ class Store:
         columns: dict[str, str | None],
         time_expr: str,
     ) -> dict[str, Any]:
-        """Read a source into the temporary table ``stage_events`` with typed, mapped columns.
+        """Read a source into the temporary table ``stage_read`` with typed, mapped columns.
+
+        The cleaning steps then work on it; :meth:`drop_duplicate_events` turns it into
+        ``stage_events`` (with an explicit file-order ``row_no``), which is what
+        :meth:`commit_dataset` loads.
 
         Args:
             cur: the cursor of the running load transaction.
@@ -423,30 +450,34 @@ class Store:
             example) of values of a text value column that are not numbers (loaded as NULL).
         """
         rel_sql, params = source.reader_sql()
-        cur.execute("DROP TABLE IF EXISTS stage_raw")
+        cur.execute("DROP TABLE IF EXISTS stage_read")
         cur.execute("DROP TABLE IF EXISTS stage_events")
         _clear_rejects(cur)
-        cur.execute(f"CREATE TEMP TABLE stage_raw AS SELECT * FROM {rel_sql}", params)
-        cur.execute(
-            f"""
-            CREATE TEMP TABLE stage_events AS
-            SELECT rowid - (SELECT min(rowid) FROM stage_raw) AS row_no,
-                   {_mapped_events_sql(columns, time_expr)}
-            FROM stage_raw
-            """
-        )
-        bad_values: tuple[int, str | None] = (0, None)
         value_col = columns.get("value")
-        if value_col and _column_type(cur, "stage_raw", value_col) == "VARCHAR":
+        text_value = bool(value_col) and _source_column_type(cur, rel_sql, params, value_col) == (
+            "VARCHAR"
+        )
+        bad_value_sql = ""
+        if text_value:
             # A text value column: values that are not numbers ("4,5") become NULL; say so.
             ident = quote_ident(value_col)
+            bad_value_sql = (
+                f", CASE WHEN trim({ident}) <> '' AND TRY_CAST({ident} AS DOUBLE) IS NULL "
+                f"THEN {ident} END AS bad_value"
+            )
+        # One pass: read, map and type. The table keeps file order, so rowid numbers rows.
+        cur.execute(
+            f"""CREATE TEMP TABLE stage_read AS
+                SELECT {_mapped_events_sql(columns, time_expr)}{bad_value_sql} FROM {rel_sql}""",
+            params,
+        )
+        bad_values: tuple[int, str | None] = (0, None)
+        if text_value:
             count, example = cur.execute(
-                f"""SELECT count(*), min({ident}) FROM stage_raw
-                    WHERE trim({ident}) <> '' AND TRY_CAST({ident} AS DOUBLE) IS NULL"""
+                "SELECT count(bad_value), min(bad_value) FROM stage_read"
             ).fetchall()[0]
             bad_values = (int(count), example)
-        cur.execute("DROP TABLE stage_raw")
-        rows_read = cur.execute("SELECT count(*) FROM stage_events").fetchall()[0][0]
+        rows_read = cur.execute("SELECT count(*) FROM stage_read").fetchall()[0][0]
         rejects: list[tuple[Any, ...]] = []
         if source.kind == "csv":
             # One row per bad line (the reader lists every bad column of a line).
@@ -495,17 +526,17 @@ class Store:
             f"""SELECT count(*) FILTER (WHERE user_id IS NULL OR item_id IS NULL),
                        count(*) FILTER (WHERE user_id IS NOT NULL AND item_id IS NOT NULL
                                         AND ({bad_time} OR {missing_time}))
-                FROM stage_events"""
+                FROM stage_read"""
         ).fetchall()[0]
         examples = cur.execute(
-            f"""SELECT row_no + ?, user_id, item_id, raw_time,
+            f"""SELECT rowid - (SELECT min(rowid) FROM stage_read) + ?, user_id, item_id, raw_time,
                        CASE WHEN user_id IS NULL OR item_id IS NULL THEN 'missing user or item id'
                             WHEN {missing_time} THEN 'missing time'
                             ELSE 'unparseable time' END
-                FROM stage_events WHERE {condition} ORDER BY row_no LIMIT {int(example_limit)}""",
+                FROM stage_read WHERE {condition} ORDER BY rowid LIMIT {int(example_limit)}""",
             [first_line],
         ).fetchall()
-        cur.execute(f"DELETE FROM stage_events WHERE {condition}")
+        cur.execute(f"DELETE FROM stage_read WHERE {condition}")
         return {
             "missing_id": int(counts[0]),
             "bad_time": int(counts[1]),
@@ -518,19 +549,19 @@ class Store:
     def filter_min_value(self, cur: duckdb.DuckDBPyConnection, min_value: float) -> int:
         """Keep only events whose value is at least ``min_value``; return the number dropped."""
         return _count_deleted(
-            cur, "DELETE FROM stage_events WHERE value IS NULL OR value < ?", [min_value]
+            cur, "DELETE FROM stage_read WHERE value IS NULL OR value < ?", [min_value]
         )
 
     def drop_duplicate_events(self, cur: duckdb.DuckDBPyConnection) -> int:
         """Drop exact duplicate events (same user, item, time, type, value), keeping the first."""
-        before = cur.execute("SELECT count(*) FROM stage_events").fetchall()[0][0]
+        before = cur.execute("SELECT count(*) FROM stage_read").fetchall()[0][0]
         cur.execute(
-            """CREATE OR REPLACE TEMP TABLE stage_events AS
-               SELECT min(row_no) AS row_no, user_id, item_id, ts, any_value(raw_time) AS raw_time,
-                      event_type, value
-               FROM stage_events GROUP BY user_id, item_id, ts, event_type, value"""
+            """CREATE TEMP TABLE stage_events AS
+               SELECT min(rowid) AS row_no, user_id, item_id, ts, event_type, value
+               FROM stage_read GROUP BY user_id, item_id, ts, event_type, value"""
         )
-        return int(before - cur.execute("SELECT count(*) FROM stage_events").fetchall()[0][0])
+        cur.execute("DROP TABLE stage_read")
+        return int(before - self.staged_count(cur))
 
     def collapse_repeats(self, cur: duckdb.DuckDBPyConnection) -> int:
         """Drop an event when the same user's previous event was the same item."""
@@ -622,12 +653,9 @@ class Store:
             "duplicate_items": dupes,
         }
 
-    def staged_counts(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
-        """(events, users, items) currently staged."""
-        row = cur.execute(
-            "SELECT count(*), count(DISTINCT user_id), count(DISTINCT item_id) FROM stage_events"
-        ).fetchall()[0]
-        return int(row[0]), int(row[1]), int(row[2])
+    def staged_count(self, cur: duckdb.DuckDBPyConnection) -> int:
+        """Events currently staged (after :meth:`drop_duplicate_events`)."""
+        return int(cur.execute("SELECT count(*) FROM stage_events").fetchall()[0][0])
 
     def commit_dataset(
         self,
@@ -662,21 +690,21 @@ class Store:
                 "INSERT INTO items SELECT ?, item_id, title, categories, text FROM stage_items",
                 [dataset_id],
             )
-        n_events, n_users, n_items = self.staged_counts(cur)
-        n_item_rows = cur.execute(
-            "SELECT count(*) FROM items WHERE dataset_id = ?", [dataset_id]
-        ).fetchall()[0][0]
-        has_time = bool(cur.execute("SELECT count(ts) > 0 FROM stage_events").fetchall()[0][0])
-        # Events and item rows both count: new titles or categories make a new dataset.
-        fingerprint = cur.execute(
-            """SELECT printf('%016x', hash(e.h, i.h)) || '-' || e.n
-               FROM (SELECT coalesce(bit_xor(hash(user_id, item_id, ts, pos, event_type, value)),
-                                     0) AS h, count(*) AS n
+        # One pass over the new events for the counts and the fingerprint; events and
+        # item rows both count: new titles or categories make a new dataset version.
+        n_events, n_users, n_items, has_time, n_item_rows, fingerprint = cur.execute(
+            """SELECT e.n, e.users, e.items, e.has_time, i.n,
+                      printf('%016x', hash(e.h, i.h)) || '-' || e.n
+               FROM (SELECT count(*) AS n, count(*) FILTER (WHERE pos = 0) AS users,
+                            count(DISTINCT item_id) AS items, count(ts) > 0 AS has_time,
+                            coalesce(bit_xor(hash(user_id, item_id, ts, pos, event_type, value)),
+                                     0) AS h
                      FROM events WHERE dataset_id = $id) e,
-                    (SELECT coalesce(bit_xor(hash(item_id, title, categories, text)), 0) AS h
+                    (SELECT count(*) AS n,
+                            coalesce(bit_xor(hash(item_id, title, categories, text)), 0) AS h
                      FROM items WHERE dataset_id = $id) i""",
             {"id": dataset_id},
-        ).fetchall()[0][0]
+        ).fetchall()[0]
         cur.execute(
             f"INSERT INTO datasets ({_DATASET_COLUMNS}) VALUES (?, ?, ?, now()::TIMESTAMP, "
             "?, ?, ?, ?, ?, ?, ?, ?)",
@@ -857,6 +885,128 @@ class Store:
             [dataset_id],
         )
 
+    # ---- cached vectors (item text embeddings...)
+
+    def get_vectors(self, kind: str, owner: str, keys: Sequence[str]) -> dict[str, list[float]]:
+        """Cached vectors of ``kind`` by ``owner`` for the given keys (missing keys absent)."""
+        if not keys:
+            return {}
+        cur = self._con.cursor()  # private: registers a relation
+        try:
+            cur.register("wanted_keys", pd.DataFrame({"key": list(keys)}))
+            rows = cur.execute(
+                """SELECT v.key, v.vector FROM vectors v JOIN wanted_keys w USING (key)
+                   WHERE v.kind = ? AND v.owner = ?""",
+                [kind, owner],
+            ).fetchall()
+        finally:
+            cur.close()
+        return dict(rows)
+
+    def put_vectors(self, kind: str, owner: str, vectors: dict[str, Sequence[float]]) -> None:
+        """Cache vectors (replacing those with the same kind, owner and key)."""
+        if not vectors:
+            return
+        frame = pd.DataFrame(
+            {"key": list(vectors), "vector": [list(map(float, v)) for v in vectors.values()]}
+        )
+        with self.transaction() as cur:
+            cur.register("new_vectors", frame)
+            cur.execute(
+                """DELETE FROM vectors WHERE kind = ? AND owner = ?
+                   AND key IN (SELECT key FROM new_vectors)""",
+                [kind, owner],
+            )
+            cur.execute(
+                "INSERT INTO vectors SELECT ?, ?, key, vector FROM new_vectors", [kind, owner]
+            )
+            cur.unregister("new_vectors")
+
+    def catalog_only_items(self, dataset_id: int) -> list[str]:
+        """Items of the item file that no event mentions (cold-start items), by id."""
+        return [
+            r[0]
+            for r in self.cursor()
+            .execute(
+                """SELECT i.item_id FROM items i WHERE i.dataset_id = ? AND NOT EXISTS (
+                       SELECT 1 FROM events e WHERE e.dataset_id = i.dataset_id
+                       AND e.item_id = i.item_id) ORDER BY i.item_id""",
+                [dataset_id],
+            )
+            .fetchall()
+        ]
+
+    def item_details(self, dataset_id: int, item_ids: Sequence[str]) -> pd.DataFrame:
+        """Title and categories of the given items (in any order; unknown ids absent)."""
+        cur = self._con.cursor()
+        try:
+            cur.register("wanted_items", pd.DataFrame({"item_id": list(item_ids)}))
+            return cur.execute(
+                """SELECT i.item_id, i.title, i.categories, i.text FROM items i
+                   JOIN wanted_items w USING (item_id) WHERE i.dataset_id = ?""",
+                [dataset_id],
+            ).df()
+        finally:
+            cur.close()
+
+    def user_history(self, dataset_id: int, user_id: str) -> list[str]:
+        """A user's item ids in order (empty for an unknown user)."""
+        return [
+            r[0]
+            for r in self.cursor()
+            .execute(
+                "SELECT item_id FROM events WHERE dataset_id = ? AND user_id = ? ORDER BY pos",
+                [dataset_id, user_id],
+            )
+            .fetchall()
+        ]
+
+    # ---- the model registry
+
+    def register_model(
+        self, name: str, dataset: str, path: str, config: dict, metrics: dict
+    ) -> ModelInfo:
+        """Record a saved model directory (replacing an entry of the same name)."""
+        validate_dataset_name(name)
+        info = self.get_dataset(dataset)
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM models WHERE name = ?", [name])
+            cur.execute(
+                "INSERT INTO models VALUES (?, ?, ?, now()::TIMESTAMP, ?, ?)",
+                [name, info.dataset_id, path, json.dumps(config), json.dumps(metrics)],
+            )
+        return self.get_model(name)
+
+    def list_models(self, dataset: str | None = None) -> list[ModelInfo]:
+        """Registered models (of one dataset, or all), newest first."""
+        sql = (
+            "SELECT m.name, d.name, m.path, m.created, m.config, m.metrics FROM models m "
+            "JOIN datasets d USING (dataset_id)"
+        )
+        params: list[Any] = []
+        if dataset:
+            sql += " WHERE d.name = ?"
+            params.append(dataset)
+        rows = self.cursor().execute(sql + " ORDER BY m.created DESC, m.name", params).fetchall()
+        return [ModelInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5])) for r in rows]
+
+    def find_model(self, name: str) -> ModelInfo | None:
+        """The registered model called ``name``, or None."""
+        return next((m for m in self.list_models() if m.name == name), None)
+
+    def get_model(self, name: str) -> ModelInfo:
+        """The registered model called ``name``; a clear error when there is none."""
+        info = self.find_model(name)
+        if info is None:
+            known = ", ".join(m.name for m in self.list_models()) or "none yet"
+            raise StoreError(f"no model called {name!r}; the models are: {known}")
+        return info
+
+    def drop_model(self, name: str) -> None:
+        """Forget a registered model (its directory is left alone)."""
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM models WHERE name = ?", [name])
+
     def planted_frame(self, dataset_id: int) -> pd.DataFrame:
         """Planted interests of a generated dataset (empty for uploaded data)."""
         return self.query_df(
@@ -910,15 +1060,6 @@ def _check_is_database(path: Path) -> None:
         )
 
 
-def _column_type(cur: duckdb.DuckDBPyConnection, table: str, column: str) -> str | None:
-    """The SQL type of ``column`` in the (temporary) table ``table``."""
-    rows = cur.execute(
-        "SELECT data_type FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
-        [table, column],
-    ).fetchall()
-    return rows[0][0] if rows else None
-
-
 def _clear_rejects(cur: duckdb.DuckDBPyConnection) -> None:
     """Forget the bad lines of earlier reads: DuckDB appends to the rejects tables."""
     cur.execute("DROP TABLE IF EXISTS reclens_reject_errors")
@@ -941,6 +1082,16 @@ def _mapped_events_sql(columns: dict[str, str | None], time_expr: str) -> str:
                {col("time", "VARCHAR")} AS raw_time,
                {col("type", "VARCHAR")} AS event_type,
                TRY_CAST({quote_ident(value) if value else "NULL"} AS DOUBLE) AS value"""
+
+
+def _source_column_type(
+    cur: duckdb.DuckDBPyConnection, rel_sql: str, params: dict[str, Any], column: str
+) -> str | None:
+    """DuckDB type of one column of a source, as its reader will produce it."""
+    for name, kind, *_ in cur.execute(f"DESCRIBE SELECT * FROM {rel_sql}", params).fetchall():
+        if name == column:
+            return kind
+    return None
 
 
 def _count_deleted(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> int:

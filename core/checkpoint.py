@@ -1,0 +1,210 @@
+"""Model directories: save and load a trained model, shaped like a Hugging Face folder.
+
+A model directory holds:
+
+* ``config.json``: the model shape (:class:`core.model.ModelConfig`) and a format tag;
+* ``model.safetensors``: the weights (the text vectors included when used);
+* ``items.json``: the item vocabulary (index -> item id);
+* ``training.json``: the training settings, the validation history, the dataset
+  name and fingerprint, and the headline metrics;
+* ``README.md``: a short model card.
+
+Writing is atomic (a temporary folder, then a rename), and loading verifies every
+file and never unpickles anything: a corrupt or incompatible directory gives a
+:class:`CheckpointError` with a message, a model of another dataset version loads
+with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from core.model import ModelConfig, PreferenceModel
+
+FORMAT = "reclens-bert-preference/1"
+FILES = ("config.json", "model.safetensors", "items.json", "training.json")
+
+
+class CheckpointError(Exception):
+    """A model directory that cannot be loaded, with the reason."""
+
+
+@dataclass
+class SavedModel:
+    """A loaded model and what was saved with it."""
+
+    model: PreferenceModel
+    config: ModelConfig
+    item_ids: np.ndarray  # index -> item id; index 0 is "" (padding)
+    training: dict[str, Any]
+    path: Path
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def dataset(self) -> str:
+        return self.training.get("dataset", "")
+
+    @property
+    def name(self) -> str:
+        return self.training.get("name", self.path.name)
+
+    def index_of(self) -> dict[str, int]:
+        """Item id -> index."""
+        return {item: i for i, item in enumerate(self.item_ids) if i}
+
+
+def save_model(
+    folder: str | Path,
+    model: PreferenceModel,
+    item_ids: np.ndarray,
+    training: dict[str, Any],
+) -> Path:
+    """Write a model directory atomically; returns its path.
+
+    Args:
+        folder: the target directory (replaced if it exists).
+        model: the trained model.
+        item_ids: index -> item id, as in :class:`core.sequences.Sequences`.
+        training: settings, history, dataset name/fingerprint and metrics (JSON-able).
+    """
+    folder = Path(folder)
+    if len(item_ids) != model.config.n_items + 1:
+        raise CheckpointError(
+            f"{len(item_ids) - 1} item ids for a model of {model.config.n_items} items"
+        )
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "config.json").write_text(
+        json.dumps({"format": FORMAT, **model.config.to_dict()}, indent=2)
+    )
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, tmp / "model.safetensors", metadata={"format": FORMAT})
+    (tmp / "items.json").write_text(json.dumps([str(i) for i in item_ids]))
+    training = {**training, "saved": datetime.now(UTC).isoformat(timespec="seconds")}
+    (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str))
+    (tmp / "README.md").write_text(model_card(model.config, training))
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def load_model(
+    folder: str | Path,
+    *,
+    expected_fingerprint: str | None = None,
+    device: str | torch.device = "cpu",
+) -> SavedModel:
+    """Load a model directory, verifying every file.
+
+    Args:
+        folder: the model directory.
+        expected_fingerprint: the current fingerprint of the model's dataset; a
+            different one adds a warning (the data changed since training).
+        device: where to put the weights.
+
+    Raises:
+        CheckpointError: a missing, corrupt or incompatible file, with which one.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"no model directory at {folder}")
+    missing = [name for name in FILES if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{folder} is not a RecLens model: missing {', '.join(missing)}")
+    config_data = _read_json(folder / "config.json")
+    if config_data.pop("format", None) != FORMAT:
+        raise CheckpointError(
+            f"{folder}/config.json is not a RecLens preference model ({FORMAT} expected)"
+        )
+    try:
+        config = ModelConfig.from_dict(config_data)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder}/config.json is invalid: {exc}") from None
+    item_ids = _read_json(folder / "items.json")
+    if not isinstance(item_ids, list) or len(item_ids) != config.n_items + 1:
+        raise CheckpointError(
+            f"{folder}/items.json lists {len(item_ids) if isinstance(item_ids, list) else '?'}"
+            f" entries, the config says {config.n_items} items (+ padding)"
+        )
+    training = _read_json(folder / "training.json")
+    try:
+        state = load_file(folder / "model.safetensors", device=str(device))
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{folder}/model.safetensors is corrupt or truncated ({exc}); train the model again"
+        ) from None
+    text_vectors = state.get("text_vectors")
+    try:
+        model = PreferenceModel(config, text_vectors)
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{folder}/model.safetensors does not match config.json: {_first_line(exc)}"
+        ) from None
+    model.to(device).eval()
+    warnings = []
+    saved_fp = training.get("dataset_fingerprint")
+    if expected_fingerprint and saved_fp and saved_fp != expected_fingerprint:
+        warnings.append(
+            f"this model was trained on an earlier version of dataset "
+            f"'{training.get('dataset')}'; its items and users may have changed since"
+        )
+    return SavedModel(model, config, np.asarray(item_ids, dtype=object), training, folder, warnings)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is corrupt or truncated ({_first_line(exc)})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def model_card(config: ModelConfig, training: dict[str, Any]) -> str:
+    """A short Markdown model card: data, settings, metrics, date."""
+    settings = training.get("config", {})
+    metrics = training.get("metrics", {})
+    lines = [
+        f"# {training.get('name', 'RecLens model')}",
+        "",
+        "A BERT4Rec-style preference model (bidirectional Transformer over item sequences, "
+        "built on Hugging Face `BertModel`) trained by RecLens with masked-item prediction.",
+        "",
+        "## Data",
+        f"- dataset: `{training.get('dataset', '?')}` "
+        f"(fingerprint `{training.get('dataset_fingerprint', '?')}`)",
+        f"- items: {config.n_items:,}; users: {training.get('users', '?')}",
+        "- split: leave-one-out (last item = test, never used in training; "
+        "second-to-last = validation)",
+        "",
+        "## Settings",
+        f"- preset: {settings.get('preset', '?')}; max length {config.max_len}, hidden "
+        f"{config.hidden}, layers {config.layers}, heads {config.heads}, dropout {config.dropout}",
+        f"- text features: {training.get('text_encoder') or 'none'}",
+        f"- loss: {training.get('loss_mode', '?')}; epochs run: {training.get('epochs', '?')}, "
+        f"best epoch {training.get('best_epoch', '?')}",
+        "",
+        "## Metrics (validation, full ranking over all items, seen items excluded)",
+    ]
+    lines += [f"- {k}: {v:.4f}" for k, v in metrics.items() if isinstance(v, int | float)]
+    lines += ["", f"Trained {training.get('saved', '')} in {training.get('seconds', 0):.0f} s.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,353 @@
+"""Training jobs: from a stored dataset to a registered model, in-process or in a worker.
+
+In-process (:func:`train_dataset`) is what the CLI uses. The app starts a
+background worker process instead (:func:`start_run`): the app process, the only
+writer of the database, hands the worker its inputs as files in a run folder
+(sequences as ``.npz``, text vectors as ``.npy``, settings as JSON); the worker
+never opens the database. It reports progress by appending JSON lines to
+``progress.jsonl``, stops when a ``stop`` file appears, checkpoints every epoch
+(so a stopped or killed run resumes), and finally writes the model directory and
+``result.json``; the app then registers the model (:func:`collect_run`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.checkpoint import CheckpointError, SavedModel, load_model, save_model
+from core.sequences import Sequences, load_sequences
+from core.store import ModelInfo, Store, StoreError, validate_dataset_name
+from core.text import item_text_vectors
+from core.train import ProgressCallback, StopTraining, TrainConfig, TrainResult, train
+
+
+def data_home(store: Store) -> Path:
+    """Folder next to the database holding ``models/`` and ``runs/``."""
+    if store.path == ":memory:":
+        return Path(os.environ.get("RECLENS_HOME", "data"))
+    return Path(store.path).resolve().parent
+
+
+def dataset_sequences(store: Store, dataset: str) -> Sequences:
+    """The dataset's sequences, with catalogue-only items appended to the vocabulary.
+
+    Items that appear only in the item file get indices after every item with
+    events, so the model can score them from their text (cold start).
+    """
+    seqs = load_sequences(store, dataset)
+    extra = store.catalog_only_items(store.get_dataset(dataset).dataset_id)
+    if not extra:
+        return seqs
+    item_ids = np.concatenate([seqs.item_ids, np.asarray(extra, dtype=object)])
+    return Sequences(seqs.user_ids, item_ids, seqs.offsets, seqs.items)
+
+
+def default_model_name(dataset: str, config: TrainConfig) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{dataset}-{config.preset}-{stamp}"[:63]
+
+
+def train_dataset(
+    store: Store,
+    dataset: str,
+    config: TrainConfig,
+    *,
+    name: str | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    callback: ProgressCallback | None = None,
+    text_progress=None,
+) -> tuple[ModelInfo, TrainResult]:
+    """Train on a stored dataset in this process, save the model and register it."""
+    info = store.get_dataset(dataset)
+    name = validate_dataset_name(name or default_model_name(dataset, config))
+    out = Path(out_dir) if out_dir else data_home(store) / "models" / name
+    seqs = dataset_sequences(store, dataset)
+    vectors, encoder = item_text_vectors(
+        store, info.dataset_id, list(seqs.item_ids), config.text_encoder, text_progress
+    )
+    run_dir = data_home(store) / "runs" / f"cli-{name}"
+    result = train(seqs, config, run_dir, text_vectors=vectors, resume=resume, callback=callback)
+    training = training_record(name, info.name, info.fingerprint, seqs, result, encoder)
+    save_model(out, result.model, seqs.item_ids, training)
+    model = store.register_model(name, dataset, str(out), config.to_dict(), training["metrics"])
+    return model, result
+
+
+def training_record(
+    name: str,
+    dataset: str,
+    fingerprint: str,
+    seqs: Sequences,
+    result: TrainResult,
+    encoder: str | None,
+) -> dict[str, Any]:
+    """What ``training.json`` of a model directory holds."""
+    return {
+        "name": name,
+        "dataset": dataset,
+        "dataset_fingerprint": fingerprint,
+        "users": seqs.n_users,
+        "config": result.config.to_dict(),
+        "loss_mode": result.config.loss_mode(seqs.n_items),
+        "text_encoder": encoder,
+        "history": result.history,
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "seconds": round(result.seconds, 2),
+        "stopped_early": result.stopped_early,
+        "interrupted": result.interrupted,
+        "metrics": {"val_ndcg@10": result.best_val_ndcg10, "val_hr@10": _best(result, "val_hr@10")},
+    }
+
+
+def _best(result: TrainResult, key: str) -> float:
+    for record in result.history:
+        if record["epoch"] == result.best_epoch:
+            return float(record[key])
+    return 0.0
+
+
+def resolve_model(store: Store, name_or_dir: str) -> SavedModel:
+    """Load a registered model by name, or a model directory by path."""
+    registered = store.find_model(name_or_dir)
+    path = Path(registered.path) if registered else Path(name_or_dir)
+    if not registered and not path.is_dir():
+        known = ", ".join(m.name for m in store.list_models()) or "none yet"
+        raise StoreError(
+            f"no model called {name_or_dir!r} and no such directory; the models are: {known}"
+        )
+    saved = load_model(path)
+    dataset = store.find_dataset(saved.dataset)
+    if dataset and saved.training.get("dataset_fingerprint") != dataset.fingerprint:
+        saved.warnings.append(
+            f"this model was trained on an earlier version of dataset '{saved.dataset}'"
+        )
+    return saved
+
+
+# --------------------------------------------------------------------------- background runs
+
+
+@dataclass
+class RunStatus:
+    """What the app knows about a background run, read from its folder."""
+
+    run_id: str
+    folder: Path
+    job: dict[str, Any]
+    progress: list[dict[str, Any]]
+    state: str  # "running", "finished", "stopped", "failed", "lost"
+    result: dict[str, Any] | None
+    error: str | None
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        return self.progress[-1] if self.progress else None
+
+    @property
+    def epochs(self) -> list[dict[str, Any]]:
+        return [p for p in self.progress if p["phase"] == "validate"]
+
+
+def runs_dir(store: Store) -> Path:
+    return data_home(store) / "runs"
+
+
+def start_run(
+    store: Store,
+    dataset: str,
+    config: TrainConfig,
+    name: str | None = None,
+    resume_run: str | None = None,
+) -> str:
+    """Start a background training process; returns its run id.
+
+    With ``resume_run`` the worker continues that run from its last checkpoint.
+    """
+    if resume_run:
+        folder = runs_dir(store) / resume_run
+        job = json.loads((folder / "job.json").read_text())
+        (folder / "stop").unlink(missing_ok=True)
+        (folder / "error.txt").unlink(missing_ok=True)
+        _spawn(folder, resume=True)
+        return resume_run
+    info = store.get_dataset(dataset)
+    name = validate_dataset_name(name or default_model_name(dataset, config))
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    folder = runs_dir(store) / run_id
+    folder.mkdir(parents=True)
+    seqs = dataset_sequences(store, dataset)
+    np.savez(
+        folder / "sequences.npz",
+        user_ids=seqs.user_ids.astype(str),
+        item_ids=seqs.item_ids.astype(str),
+        offsets=seqs.offsets,
+        items=seqs.items,
+    )
+    vectors, encoder = item_text_vectors(
+        store, info.dataset_id, list(seqs.item_ids), config.text_encoder
+    )
+    if vectors is not None:
+        np.save(folder / "text_vectors.npy", vectors.numpy())
+    job = {
+        "dataset": dataset,
+        "fingerprint": info.fingerprint,
+        "name": name,
+        "config": config.to_dict(),
+        "out": str(data_home(store) / "models" / name),
+        "text_encoder": encoder,
+        "created": time.time(),
+    }
+    (folder / "job.json").write_text(json.dumps(job))
+    _spawn(folder, resume=False)
+    return run_id
+
+
+def _spawn(folder: Path, resume: bool) -> None:
+    log = open(folder / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+    args = [sys.executable, "-m", "core.jobs", str(folder)] + (["--resume"] if resume else [])
+    proc = subprocess.Popen(
+        args,
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[1],
+        start_new_session=True,
+    )
+    (folder / "pid").write_text(str(proc.pid))
+
+
+def stop_run(store: Store, run_id: str) -> None:
+    """Ask a run to stop after its current step group (it stays resumable)."""
+    (runs_dir(store) / run_id / "stop").write_text("stop")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a finished child not yet reaped is a zombie: not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def run_status(store: Store, run_id: str) -> RunStatus:
+    """Read a run's folder: job, progress, state."""
+    folder = runs_dir(store) / run_id
+    job = json.loads((folder / "job.json").read_text())
+    progress = []
+    if (folder / "progress.jsonl").exists():
+        for line in (folder / "progress.jsonl").read_text().splitlines():
+            try:
+                progress.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line being written
+    result = None
+    if (folder / "result.json").exists():
+        result = json.loads((folder / "result.json").read_text())
+    error = (folder / "error.txt").read_text() if (folder / "error.txt").exists() else None
+    pid = int((folder / "pid").read_text()) if (folder / "pid").exists() else 0
+    if result:
+        state = "stopped" if result.get("interrupted") else "finished"
+    elif error:
+        state = "failed"
+    elif pid and _alive(pid):
+        state = "running"
+    elif (folder / "stop").exists():
+        state = "stopped"
+    else:
+        state = "lost"
+    return RunStatus(run_id, folder, job, progress, state, result, error)
+
+
+def list_runs(store: Store) -> list[RunStatus]:
+    """Every run folder, newest first."""
+    folder = runs_dir(store)
+    if not folder.exists():
+        return []
+    ids = sorted((p.name for p in folder.iterdir() if (p / "job.json").exists()), reverse=True)
+    return [run_status(store, run_id) for run_id in ids]
+
+
+def collect_run(store: Store, status: RunStatus) -> ModelInfo | None:
+    """Register a finished run's model (once); None while it is not finished."""
+    if not status.result or status.result.get("interrupted"):
+        return None
+    name = status.job["name"]
+    existing = store.find_model(name)
+    if existing and existing.path == status.job["out"]:
+        return existing
+    return store.register_model(
+        name,
+        status.job["dataset"],
+        status.job["out"],
+        status.job["config"],
+        status.result["metrics"],
+    )
+
+
+def _worker(folder: Path, resume: bool) -> int:
+    """The body of a background run (``python -m core.jobs RUN_DIR``)."""
+    job = json.loads((folder / "job.json").read_text())
+    data = np.load(folder / "sequences.npz", allow_pickle=False)
+    seqs = Sequences(
+        data["user_ids"].astype(object),
+        data["item_ids"].astype(object),
+        data["offsets"],
+        data["items"],
+    )
+    vectors = None
+    if (folder / "text_vectors.npy").exists():
+        vectors = torch.from_numpy(np.load(folder / "text_vectors.npy", allow_pickle=False))
+    config = TrainConfig(**job["config"])
+    stop_file = folder / "stop"
+
+    with open(folder / "progress.jsonl", "a") as out:
+
+        def report(progress) -> None:
+            out.write(json.dumps(progress.to_dict()) + "\n")
+            out.flush()
+            if stop_file.exists():
+                raise StopTraining
+
+        try:
+            result = train(
+                seqs, config, folder, text_vectors=vectors, resume=resume, callback=report
+            )
+        except Exception as exc:  # reported to the app through the run folder
+            (folder / "error.txt").write_text(f"{type(exc).__name__}: {exc}")
+            raise
+    if result.interrupted:
+        (folder / "stopped").write_text("stopped")
+        return 0
+    training = training_record(
+        job["name"], job["dataset"], job["fingerprint"], seqs, result, job.get("text_encoder")
+    )
+    try:
+        save_model(job["out"], result.model, seqs.item_ids, training)
+    except (OSError, CheckpointError) as exc:
+        (folder / "error.txt").write_text(f"could not save the model: {exc}")
+        return 1
+    (folder / "result.json").write_text(json.dumps(training))
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sys.exit(_worker(Path(sys.argv[1]), "--resume" in sys.argv[2:]))

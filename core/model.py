@@ -1,0 +1,218 @@
+"""The BERT preference model: a bidirectional Transformer over a user's item sequence.
+
+Built on Hugging Face ``transformers`` (``BertConfig`` + ``BertModel``), trained with
+masked-item prediction as in BERT4Rec. Items are embedded by their own table
+(index 0 = padding, ``n_items + 1`` = the mask token); BertModel adds learned
+positions and, optionally, event-type embeddings (as token types). The output
+head scores every item by a dot product with the same (tied) item embeddings plus
+a per-item bias; the preference score shown to users is the softmax over items.
+
+Optional item text: a frozen matrix of pretrained text vectors (see
+:mod:`core.text`) passes through a learned projection and is added to each item's
+id embedding, so an item never seen in training still gets a meaningful
+embedding from its text (cold start).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertConfig, BertModel
+
+
+@dataclass
+class ModelConfig:
+    """Shape of a :class:`PreferenceModel`.
+
+    Args:
+        n_items (int): number of real items; indices 1..n_items.
+        max_len (int, default 50): longest input sequence (mask token included).
+        hidden (int, default 64): embedding and hidden size.
+        layers (int, default 2): Transformer layers.
+        heads (int, default 2): attention heads (must divide ``hidden``).
+        dropout (float, default 0.1): dropout on embeddings, attention and hidden states.
+        n_event_types (int, default 0): event types embedded as token types (0 = none).
+        text_dim (int, default 0): size of the item text vectors (0 = no text).
+        causal (bool, default False): left-to-right attention (SASRec-style baseline).
+    """
+
+    n_items: int
+    max_len: int = 50
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.1
+    n_event_types: int = 0
+    text_dim: int = 0
+    causal: bool = False
+
+    @property
+    def mask_index(self) -> int:
+        return self.n_items + 1
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the item table: padding, the items, the mask token."""
+        return self.n_items + 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def bert_config(self) -> BertConfig:
+        """The ``BertConfig`` of the encoder (its word embeddings are unused)."""
+        return BertConfig(
+            vocab_size=1,
+            hidden_size=self.hidden,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            intermediate_size=4 * self.hidden,
+            hidden_act="gelu",
+            hidden_dropout_prob=self.dropout,
+            attention_probs_dropout_prob=self.dropout,
+            max_position_embeddings=self.max_len,
+            type_vocab_size=max(1, self.n_event_types + 1),
+            is_decoder=self.causal,
+            add_cross_attention=False,
+            use_cache=False,
+            attn_implementation="sdpa",
+        )
+
+
+class PreferenceModel(nn.Module):
+    """BERT4Rec-style next-item model.
+
+    Args:
+        config (ModelConfig): the shape.
+        text_vectors (torch.Tensor | None): shape (n_items + 2, text_dim), frozen item
+            text vectors (rows 0 and n_items + 1 are zeros); required when
+            ``config.text_dim > 0``.
+    """
+
+    def __init__(self, config: ModelConfig, text_vectors: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if config.hidden % config.heads:
+            raise ValueError(
+                f"hidden ({config.hidden}) must be a multiple of heads ({config.heads})"
+            )
+        self.config = config
+        self.item_embeddings = nn.Embedding(config.vocab_size, config.hidden, padding_idx=0)
+        self.encoder = BertModel(config.bert_config(), add_pooling_layer=False)
+        self.head = nn.Sequential(
+            nn.Linear(config.hidden, config.hidden),
+            nn.GELU(),
+            nn.LayerNorm(config.hidden, eps=1e-12),
+        )
+        self.item_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        if config.text_dim:
+            if text_vectors is None or tuple(text_vectors.shape) != (
+                config.vocab_size,
+                config.text_dim,
+            ):
+                raise ValueError(
+                    f"text_vectors must have shape ({config.vocab_size}, {config.text_dim})"
+                )
+            self.text_projection = nn.Linear(config.text_dim, config.hidden, bias=False)
+            self.register_buffer("text_vectors", text_vectors.float(), persistent=True)
+        else:
+            self.text_projection = None
+        nn.init.normal_(self.item_embeddings.weight, std=config.hidden**-0.5)
+        with torch.no_grad():
+            self.item_embeddings.weight[0].zero_()
+        # A column mask over the item table: padding and the mask token are never scores.
+        not_item = torch.zeros(config.vocab_size, dtype=torch.bool)
+        not_item[0] = not_item[-1] = True
+        self.register_buffer("not_item", not_item, persistent=False)
+
+    def item_table(self) -> torch.Tensor:
+        """Embedding of every index, shape (n_items + 2, hidden): id (+ projected text)."""
+        table = self.item_embeddings.weight
+        if self.text_projection is not None:
+            table = table + self.text_projection(self.text_vectors)
+        return table
+
+    def encode(
+        self,
+        items: torch.Tensor,
+        event_types: torch.Tensor | None = None,
+        table: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Transformer states of every position (before the output head).
+
+        Args:
+            items: (batch, length) left-padded item indices (0 = padding, the mask
+                index = masked), most recent last; ``length <= max_len``. Positions
+                are counted from the right, so a trimmed batch (fewer leading
+                padding columns) means the same as a full-width one.
+            event_types: (batch, length) event-type indices (0 = none), optional.
+            table: a precomputed :meth:`item_table` (saves recomputing it).
+
+        Returns:
+            (batch, length, hidden) tensor.
+        """
+        table = self.item_table() if table is None else table
+        length = items.shape[1]
+        positions = torch.arange(
+            self.config.max_len - length, self.config.max_len, device=items.device
+        ).expand(items.shape[0], -1)
+        if not self.config.n_event_types:
+            event_types = None
+        return self.encoder(
+            inputs_embeds=F.embedding(items, table),
+            attention_mask=(items != 0).long(),
+            token_type_ids=event_types,
+            position_ids=positions,
+        ).last_hidden_state
+
+    def score(self, states: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over the item table for encoder states of shape (..., hidden).
+
+        Applies the output head, then the dot product with the (tied) item table
+        plus the item bias.
+
+        Returns:
+            (..., n_items + 2) logits; padding and mask columns are -inf.
+        """
+        table = self.item_table() if table is None else table
+        logits = self.head(states) @ table.T + self.item_bias
+        return logits.masked_fill(self.not_item, float("-inf"))
+
+    def next_item_logits(
+        self, items: torch.Tensor, event_types: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits of the item that follows each history.
+
+        Args:
+            items: (batch, length) left-padded histories whose last column is the
+                mask token (see :func:`append_mask`).
+
+        Returns:
+            (batch, n_items + 2) logits.
+        """
+        table = self.item_table()
+        return self.score(self.encode(items, event_types, table)[:, -1], table)
+
+
+def append_mask(histories: torch.Tensor, mask_index: int) -> torch.Tensor:
+    """Shift left-padded histories left by one and put the mask token in the last column.
+
+    Args:
+        histories: (batch, length) item indices, most recent item last.
+
+    Returns:
+        (batch, length) tensor: the last ``length - 1`` items followed by the mask.
+    """
+    out = torch.empty_like(histories)
+    out[:, :-1] = histories[:, 1:]
+    out[:, -1] = mask_index
+    return out

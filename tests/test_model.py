@@ -1,0 +1,385 @@
+"""The preference model, its training, checkpoints and the train/models/recommend CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.checkpoint import CheckpointError, load_model, save_model
+from core.jobs import dataset_sequences, resolve_model, train_dataset
+from core.model import ModelConfig, PreferenceModel, append_mask
+from core.recommend import next_item_probabilities, recommend
+from core.sequences import load_sequences
+from core.train import (
+    Progress,
+    StopTraining,
+    TrainConfig,
+    leave_one_out,
+    ndcg_hr_at,
+    train,
+    training_windows,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(
+    hidden=16,
+    layers=1,
+    heads=2,
+    max_len=20,
+    batch=64,
+    min_steps_per_epoch=5,
+    text_encoder="none",
+    dropout=0.0,
+)
+
+
+def popularity_val_ndcg(seqs) -> float:
+    """Validation NDCG@10 of a most-popular ranking (seen items excluded), computed naively."""
+    split = leave_one_out(seqs)
+    pop = np.bincount(split.train.items, minlength=seqs.n_items + 2).astype(float)
+    pop[0] = pop[-1] = -np.inf
+    ranks = []
+    for user, target in zip(split.val_users, split.val_targets, strict=True):
+        scores = pop.copy()
+        scores[split.train.history(user)] = -np.inf
+        ranks.append(int((scores > pop[target]).sum()))
+    return ndcg_hr_at(np.array(ranks))[0]
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def test_scores_cover_items_only_and_trimmed_batches_mean_the_same() -> None:
+    torch.manual_seed(0)
+    model = PreferenceModel(ModelConfig(n_items=30, max_len=10, hidden=16, heads=2)).eval()
+    full = torch.zeros(2, 10, dtype=torch.long)
+    full[0, -4:] = torch.tensor([3, 5, 7, 9])
+    full[1, -3:] = torch.tensor([2, 4, 6])
+    inputs = append_mask(full, model.config.mask_index)
+    logits = model.next_item_logits(inputs)
+    assert logits.shape == (2, 32)
+    assert torch.isinf(logits[:, 0]).all() and torch.isinf(logits[:, -1]).all()
+    assert torch.isfinite(logits[:, 1:-1]).all()
+    # Dropping leading padding columns changes nothing: positions count from the right.
+    trimmed = model.next_item_logits(inputs[:, -5:])
+    torch.testing.assert_close(trimmed, logits)
+
+
+def test_training_windows_cover_long_histories() -> None:
+    from core.sequences import Sequences
+
+    seqs = Sequences(
+        np.array(["a", "b"], dtype=object),
+        np.array(["", *"xyz"], dtype=object),
+        np.array([0, 9, 11]),
+        np.array([1, 2, 3, 1, 2, 3, 1, 2, 3, 3, 1]),
+    )
+    windows = training_windows(seqs, 4)
+    # 9 items, windows of 4 every 2 items back from the end; a 2-item history: one window.
+    assert windows.tolist() == [
+        [3, 1, 2, 3],
+        [1, 2, 3, 1],
+        [2, 3, 1, 2],
+        [0, 1, 2, 3],
+        [0, 0, 3, 1],
+    ]
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def demo_seqs(demo_store):
+    return load_sequences(demo_store, "demo")
+
+
+def test_fast_preset_beats_most_popular_by_a_wide_margin(demo_seqs) -> None:
+    config = TrainConfig.from_preset("fast", text_encoder="none", epochs=6)
+    result = train(demo_seqs, config)
+    pop = popularity_val_ndcg(demo_seqs)
+    assert result.best_val_ndcg10 > 2 * pop, (result.best_val_ndcg10, pop)
+    assert [h["epoch"] for h in result.history] == list(range(1, len(result.history) + 1))
+
+
+def test_training_is_reproducible(demo_seqs) -> None:
+    config = TrainConfig.from_preset("fast", epochs=1, **TINY)
+    a = train(demo_seqs, config)
+    b = train(demo_seqs, config)
+    assert a.history[0]["loss"] == pytest.approx(b.history[0]["loss"], rel=1e-5)
+    assert a.best_val_ndcg10 == pytest.approx(b.best_val_ndcg10, abs=1e-9)
+
+
+def test_progress_reports_and_stop(demo_seqs) -> None:
+    seen: list[Progress] = []
+
+    def stop_after_first_epoch(progress: Progress) -> None:
+        seen.append(progress)
+        if progress.phase == "validate":
+            raise StopTraining
+
+    config = TrainConfig.from_preset("fast", epochs=5, **TINY)
+    result = train(demo_seqs, config, callback=stop_after_first_epoch, report_every=1)
+    assert result.interrupted
+    assert len(result.history) == 1
+    train_reports = [p for p in seen if p.phase == "train"]
+    assert train_reports and all(p.loss > 0 and p.eta_s is not None for p in train_reports)
+    assert seen[-1].phase == "stopped"
+
+
+def test_resume_continues_instead_of_restarting(demo_seqs, tmp_path) -> None:
+    config = TrainConfig.from_preset("fast", epochs=4, patience=10, **TINY)
+
+    def stop_after_two(progress: Progress) -> None:
+        if progress.phase == "validate" and progress.epoch == 2:
+            raise StopTraining
+
+    first = train(demo_seqs, config, tmp_path, callback=stop_after_two)
+    assert len(first.history) == 2
+    resumed_epochs: list[int] = []
+    second = train(
+        demo_seqs,
+        config,
+        tmp_path,
+        resume=True,
+        callback=lambda p: resumed_epochs.append(p.epoch) if p.phase == "validate" else None,
+    )
+    assert resumed_epochs == [3, 4]
+    assert [h["epoch"] for h in second.history] == [1, 2, 3, 4]
+    assert second.history[:2] == first.history
+    # The same run without interruption gives the same model.
+    straight = train(demo_seqs, config)
+    assert [round(h["loss"], 4) for h in straight.history[:2]] == [
+        round(h["loss"], 4) for h in second.history[:2]
+    ]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture(scope="module")
+def saved_dir(demo_store, tmp_path_factory):
+    seqs = dataset_sequences(demo_store, "demo")
+    result = train(seqs, TrainConfig.from_preset("fast", epochs=1, **TINY))
+    folder = tmp_path_factory.mktemp("models") / "tiny"
+    save_model(
+        folder,
+        result.model,
+        seqs.item_ids,
+        {"name": "tiny", "dataset": "demo", "metrics": {"val_ndcg@10": 0.1}},
+    )
+    return folder, result.model, seqs
+
+
+def test_save_then_load_gives_identical_scores(saved_dir) -> None:
+    folder, model, seqs = saved_dir
+    loaded = load_model(folder)
+    histories = [seqs.history(0), seqs.history(1)[:3], np.array([], dtype=np.int64)]
+    model.eval()
+    before = next_item_probabilities(
+        type(loaded)(model, model.config, seqs.item_ids, {}, folder), histories
+    )
+    after = next_item_probabilities(loaded, histories)
+    torch.testing.assert_close(before, after, rtol=0, atol=0)
+    assert (folder / "README.md").read_text().startswith("# tiny")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "items.json",
+        "model.safetensors",
+        "training.json",
+    ]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda f: (f / "model.safetensors").write_bytes(
+                (f / "model.safetensors").read_bytes()[:200]
+            ),
+            "corrupt or truncated",
+        ),
+        (lambda f: (f / "config.json").write_text('{"format": "reclens'), "corrupt or truncated"),
+        (lambda f: (f / "items.json").unlink(), "missing items.json"),
+        (lambda f: (f / "items.json").write_text('["", "a"]'), "items.json lists 2"),
+        (
+            lambda f: (f / "config.json").write_text(json.dumps({"format": "other"})),
+            "not a RecLens preference model",
+        ),
+    ],
+)
+def test_damaged_model_directories_give_clear_errors(saved_dir, tmp_path, damage, message):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(saved_dir[0], folder)
+    damage(folder)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(folder)
+
+
+class _Booby:
+    """Unpickling this creates a file: proof that something unpickled it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled!"))
+
+
+def test_model_loading_never_unpickles(saved_dir, tmp_path) -> None:
+    import pickle
+    import shutil
+
+    folder = tmp_path / "evil"
+    shutil.copytree(saved_dir[0], folder)
+    marker = tmp_path / "marker"
+    (folder / "model.safetensors").write_bytes(pickle.dumps({"w": _Booby(marker)}))
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model(folder)
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- cold start
+
+
+def test_cold_start_items_are_scored_from_their_text(tmp_path) -> None:
+    """Items with no events but a text get scores that follow the user's interests."""
+    from core.demo import generate_demo
+    from core.ingest import EventMapping, ItemMapping, ingest
+    from core.store import Store
+
+    data = generate_demo(n_users=400, seed=3)
+    cold = set(data.items["item_id"][::20])  # 5% of the catalogue never appears in events
+    events = data.events[~data.events["item_id"].isin(cold)]
+    events.to_parquet(tmp_path / "e.parquet", index=False)
+    data.items.to_parquet(tmp_path / "i.parquet", index=False)
+    store = Store(tmp_path / "db.duckdb")
+    ingest(
+        store,
+        "cold",
+        tmp_path / "e.parquet",
+        EventMapping(user="user_id", item="item_id", time="timestamp"),
+        items_path=tmp_path / "i.parquet",
+        item_mapping=ItemMapping(
+            item="item_id", title="title", categories="categories", text="text"
+        ),
+    )
+    config = TrainConfig.from_preset("fast", epochs=3, text_encoder="auto")
+    model_info, _ = train_dataset(
+        store, "cold", config, name="cold-model", out_dir=tmp_path / "model"
+    )
+    saved = resolve_model(store, model_info.name)
+    index = saved.index_of()
+    assert cold <= set(index), "cold items are in the model's vocabulary"
+    main_category = dict(zip(data.items["item_id"], data.items["categories"].str[0], strict=True))
+    cold_ids = sorted(cold)
+    cold_idx = torch.as_tensor([index[i] for i in cold_ids])
+    planted = data.planted.set_index("user_id")["final_interest"]
+    seqs = load_sequences(store, "cold")
+    wins = total = 0
+    for user in range(0, seqs.n_users, 4):
+        probs = next_item_probabilities(saved, [seqs.history(user)])[0][cold_idx]
+        liked = planted[seqs.user_ids[user]]
+        inside = [
+            p for i, p in zip(cold_ids, probs.tolist(), strict=True) if main_category[i] == liked
+        ]
+        outside = [
+            p for i, p in zip(cold_ids, probs.tolist(), strict=True) if main_category[i] != liked
+        ]
+        if inside and outside:
+            total += 1
+            wins += np.mean(inside) > np.mean(outside)
+    assert total > 50
+    assert wins / total > 0.7, (wins, total)
+    store.close()
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def _cli(db: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "core", "--db", str(db), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+
+
+def test_cli_train_models_recommend(tmp_path) -> None:
+    db = tmp_path / "cli.duckdb"
+    assert _cli(db, "demo", "--users", "200").returncode == 0
+    run = _cli(
+        db,
+        "train",
+        "--dataset",
+        "demo",
+        "--name",
+        "m1",
+        "--epochs",
+        "1",
+        "--hidden",
+        "16",
+        "--layers",
+        "1",
+        "--text-encoder",
+        "none",
+        "--json",
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert {"model", "path", "epochs", "best_val_ndcg@10", "seconds"} <= set(out)
+    assert out["model"] == "m1" and Path(out["path"]).is_dir()
+    models = json.loads(_cli(db, "models", "--json").stdout)
+    assert [m["name"] for m in models] == ["m1"]
+    rec = _cli(db, "recommend", "--model", "m1", "--user", "u00001", "--k", "5", "--json")
+    assert rec.returncode == 0, rec.stderr
+    result = json.loads(rec.stdout)
+    assert result["user"] == "u00001" and len(result["items"]) == 5
+    assert {"item_id", "score", "title", "categories"} <= set(result["items"][0])
+    scores = [i["score"] for i in result["items"]]
+    assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1
+    # Recommending from the directory works too, and seen items are excluded by default.
+    by_dir = json.loads(
+        _cli(
+            db, "recommend", "--model", out["path"], "--user", "u00001", "--k", "5", "--json"
+        ).stdout
+    )
+    assert by_dir["items"] == result["items"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--dataset", "nope"], "no dataset called 'nope'"),
+        (["train", "--dataset", "demo", "--epochs", "0"], "--epochs must be positive"),
+        (["recommend", "--model", "ghost", "--user", "u1"], "no model called 'ghost'"),
+        (["train", "--dataset", "demo", "--text-encoder", "/nowhere"], "has no config.json"),
+    ],
+)
+def test_cli_train_bad_input(tmp_path, args, message) -> None:
+    db = tmp_path / "bad.duckdb"
+    _cli(db, "demo", "--users", "50")
+    run = _cli(db, *args)
+    assert run.returncode == 2
+    assert message in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_recommend_excludes_seen_items(saved_dir) -> None:
+    folder, _, seqs = saved_dir
+    saved = load_model(folder)
+    history = list(seqs.item_ids[seqs.history(0)])
+    top = recommend(saved, history, k=50)
+    assert not set(top["item_id"]) & set(history)
+    with_seen = recommend(saved, history, k=saved.config.n_items, exclude_seen=False)
+    assert set(history) <= set(with_seen["item_id"])
