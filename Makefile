@@ -40,6 +40,8 @@ demo: setup
 bench: setup
 	$(PY) bench/ingest.py
 	$(PY) bench/sequences.py
+	$(PY) bench/text.py
+	$(PY) bench/train.py
 
 lint: setup-dev
 	$(VENV)/bin/ruff check .

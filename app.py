@@ -5,13 +5,22 @@ every page. Run it with ``make run`` (or ``streamlit run app.py``).
 """
 
 import streamlit as st
+from PIL import Image, ImageDraw
 
-from pages.common import app_icon, dataset_picker, get_store
 
-# A local image: a Material icon here would make the browser fetch it from the internet.
+@st.cache_resource
+def app_icon() -> Image.Image:
+    """The favicon, drawn locally (a Material icon would be fetched from the internet)."""
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(icon)
+    draw.rounded_rectangle((0, 0, 63, 63), radius=14, fill=(76, 110, 245, 255))
+    for i, height in enumerate((18, 30, 42)):
+        x = 12 + i * 14
+        draw.rectangle((x, 52 - height, x + 9, 52), fill=(255, 255, 255, 255))
+    return icon
+
+
 st.set_page_config(page_title="RecLens", page_icon=app_icon(), layout="wide")
-
-get_store()  # opens the database (and seeds the demo dataset on first start)
 
 PAGES = {
     "": [
@@ -28,13 +37,14 @@ PAGES = {
     ],
 }
 
+# Register the pages before anything slow: until st.navigation has run once, Streamlit
+# would treat the pages/ folder as an old-style page directory (one page per file).
 navigation = st.navigation(PAGES)
+
+from pages.common import dataset_picker, get_store, model_picker  # noqa: E402 (imports torch)
+
+get_store()  # opens the database (and seeds the demo dataset on first start)
 st.sidebar.title("RecLens")
 dataset_picker()
-st.sidebar.selectbox(
-    "Model",
-    ["no models yet"],
-    disabled=True,
-    help="Models appear here once training lands (see the Train page).",
-)
+model_picker()
 navigation.run()

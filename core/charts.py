@@ -108,3 +108,41 @@ def top_categories(frame: pd.DataFrame) -> go.Figure:
         **{**_LAYOUT, "height": max(330, 22 * len(frame) + 80)},
     )
     return fig
+
+
+def training_curves(epochs: list[dict], title: str = "Training") -> go.Figure:
+    """Loss and validation NDCG@10 per epoch; ``epochs`` are validate-phase progress records."""
+    if not epochs:
+        return _empty(title, "The first epoch has not finished yet.")
+    frame = pd.DataFrame(epochs)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=frame["epoch"],
+            y=frame["loss"],
+            name="training loss",
+            mode="lines+markers",
+            line_color="#868E96",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=frame["epoch"],
+            y=frame["val_ndcg10"],
+            name="validation NDCG@10",
+            mode="lines+markers",
+            line_color=ACCENT,
+            yaxis="y2",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis=dict(title="epoch", dtick=1 if len(frame) <= 20 else None),
+        yaxis=dict(title="loss (cross-entropy)"),
+        yaxis2=dict(
+            title="NDCG@10 (full ranking)", overlaying="y", side="right", rangemode="tozero"
+        ),
+        legend=dict(orientation="h", y=-0.25),
+        **_LAYOUT,
+    )
+    return fig

@@ -6,14 +6,16 @@ UI code only: the figures and queries themselves live in ``core``.
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 import pandas as pd
 import streamlit as st
-from PIL import Image, ImageDraw
 
 from core.demo import load_demo
+from core.jobs import start_run
 from core.store import DatasetInfo, Store, open_store
+from core.train import TrainConfig
 
 log = logging.getLogger("reclens")
 
@@ -22,12 +24,22 @@ ACTIVE_DATASET = "active_dataset"
 # (a widget's own key cannot be changed once the widget has been drawn).
 PENDING_DATASET = "pending_dataset"
 
-_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$])")
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()<>#|~$])")
+_LINE_START = re.compile(r"^(\s*)([-+]|\d+\.)", re.MULTILINE)
 
 
 def md_escape(text: str) -> str:
-    """Escape Markdown (and so HTML) in text that came from data or a file."""
-    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+    """Escape Markdown (and so HTML) in text that came from data or a file.
+
+    Hyphens and dots only mean something at the start of a line (lists), so only
+    there are they escaped: ``"tiny-demo"`` stays readable in the source too.
+    """
+    escaped = _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+    def neutralise(match: re.Match) -> str:
+        marker = match.group(2)
+        return match.group(1) + (marker[:-1] + "\\." if marker.endswith(".") else "\\" + marker)
+
+    return _LINE_START.sub(neutralise, escaped)
 
 
 @st.cache_resource(show_spinner="Opening the database…")
@@ -36,19 +48,15 @@ def get_store() -> Store:
     store = open_store()
     if not store.list_datasets():
         load_demo(store, "demo")
+        if os.environ.get("RECLENS_AUTOTRAIN", "1") != "0" and not store.list_models():
+            # Every page has a model to show about a minute after the first start.
+            start_run(
+                store,
+                "demo",
+                TrainConfig.from_preset("fast", text_encoder="none"),
+                name="demo-fast",
+            )
     return store
-
-
-@st.cache_resource
-def app_icon() -> Image.Image:
-    """The favicon, drawn locally: three rising bars on the accent colour."""
-    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(icon)
-    draw.rounded_rectangle((0, 0, 63, 63), radius=14, fill=(76, 110, 245, 255))
-    for i, height in enumerate((18, 30, 42)):
-        x = 12 + i * 14
-        draw.rectangle((x, 52 - height, x + 9, 52), fill=(255, 255, 255, 255))
-    return icon
 
 
 def datasets() -> list[DatasetInfo]:
@@ -89,6 +97,40 @@ def dataset_picker() -> None:
         key="dataset_picker",
         on_change=remember,
         help="The dataset every page works on. Upload more on the Data page.",
+    )
+
+
+ACTIVE_MODEL = "active_model"
+PENDING_MODEL = "pending_model"
+
+
+def model_picker() -> None:
+    """Sidebar selector of the active model among those trained on the active dataset."""
+    info = active_dataset()
+    models = get_store().list_models(info.name) if info else []
+    names = [m.name for m in models]
+    if not names:
+        st.sidebar.selectbox(
+            "Model", ["no models yet"], disabled=True, help="Train one on the Train page."
+        )
+        st.session_state.pop(ACTIVE_MODEL, None)
+        return
+    pending = st.session_state.pop(PENDING_MODEL, None)
+    if pending in names:
+        st.session_state[ACTIVE_MODEL] = pending
+    if st.session_state.get(ACTIVE_MODEL) not in names:
+        st.session_state[ACTIVE_MODEL] = names[0]
+
+    def remember() -> None:
+        st.session_state[ACTIVE_MODEL] = st.session_state["model_picker"]
+
+    st.session_state["model_picker"] = st.session_state[ACTIVE_MODEL]
+    st.sidebar.selectbox(
+        "Model",
+        names,
+        key="model_picker",
+        on_change=remember,
+        help="The model the Interests, Recommendations and Metrics pages use.",
     )
 
 

@@ -1,19 +1,235 @@
-"""Train page: a placeholder until its issue lands."""
+"""Train page: start, watch, stop and resume training runs; manage saved models."""
 
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
 import streamlit as st
 
-st.title("Train")
-st.info(
-    "**Coming next.** Training the BERT preference model in the browser is the next piece of RecLens to land.",
-    icon=":material/construction:",
-)
-st.markdown(
-    """
-What this page will do:
-- train a bidirectional Transformer (BERT4Rec-style, built on Hugging Face `BertModel`) on the active dataset, with fast / balanced / quality presets, live loss and validation curves, and a stop button;
-- optionally enrich items with their titles and descriptions through a pretrained text encoder;
-- save models to the registry so every page can pick them in the sidebar.
+from core import charts
+from core.checkpoint import CheckpointError
+from core.jobs import RunStatus, collect_run, list_runs, resolve_model, start_run, stop_run
+from core.store import StoreError, slugify
+from core.text import TextEncoderError
+from core.train import PRESETS, TrainConfig
+from pages.common import PENDING_MODEL, fmt_int, get_store, md_escape, require_dataset
 
-Meanwhile, explore your data on the **Data** page.
-"""
+log = logging.getLogger("reclens.train")
+
+PRESET_HELP = {
+    "fast": "small model, a few epochs: about a minute on the demo data (2 CPU cores)",
+    "balanced": "larger model, longer histories, more epochs: minutes",
+    "quality": "largest model, longest histories, early stopping decides: tens of minutes",
+}
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating…"
+    seconds = int(seconds)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def start_section(dataset: str) -> None:
+    st.subheader("Start a run")
+    cols = st.columns([1, 2])
+    preset = cols[0].selectbox(
+        "Preset",
+        list(PRESETS),
+        key="train_preset",
+        help="; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()),
+    )
+    name = cols[1].text_input(
+        "Model name",
+        value=f"{dataset}-{preset}"[:63],
+        key="model_name",
+        help="lower-case letters, digits, - and _",
+    )
+    defaults = TrainConfig.from_preset(preset)
+    with st.expander("Hyperparameters"):
+        h = st.columns(4)
+        epochs = h[0].number_input("Epochs", 1, 1000, defaults.epochs, key=f"epochs_{preset}")
+        max_len = h[1].number_input(
+            "Max history length", 4, 512, defaults.max_len, key=f"maxlen_{preset}"
+        )
+        hidden = h[2].number_input(
+            "Hidden size", 8, 1024, defaults.hidden, step=8, key=f"hidden_{preset}"
+        )
+        layers = h[3].number_input("Layers", 1, 12, defaults.layers, key=f"layers_{preset}")
+        h = st.columns(4)
+        heads = h[0].number_input("Attention heads", 1, 16, defaults.heads, key=f"heads_{preset}")
+        batch = h[1].number_input("Batch size", 8, 4096, defaults.batch, key=f"batch_{preset}")
+        lr = h[2].number_input(
+            "Learning rate", 1e-5, 1e-1, defaults.lr, format="%.4f", key=f"lr_{preset}"
+        )
+        mask_prob = h[3].number_input(
+            "Mask probability", 0.05, 0.9, defaults.mask_prob, key=f"mask_{preset}"
+        )
+        text = st.radio(
+            "Item text features",
+            ["auto", "none"],
+            horizontal=True,
+            key=f"text_{preset}",
+            help="auto: encode titles, categories and descriptions with the built-in "
+            "all-MiniLM-L6-v2 when the dataset has them",
+        )
+    running = [r for r in list_runs(get_store()) if r.state == "running"]
+    confirm = True
+    if running:
+        st.warning(
+            f"{len(running)} run(s) already training. On a machine with few CPU cores a second "
+            "run slows both down; consider waiting."
+        )
+        confirm = st.checkbox("Start anyway", key="start_anyway")
+    if not st.button("Start training", type="primary", disabled=not confirm, key="start_train"):
+        return
+    try:
+        config = TrainConfig.from_preset(
+            preset,
+            epochs=int(epochs),
+            max_len=int(max_len),
+            hidden=int(hidden),
+            layers=int(layers),
+            heads=int(heads),
+            batch=int(batch),
+            lr=float(lr),
+            mask_prob=float(mask_prob),
+            text_encoder=text,
+        )
+        if config.hidden % config.heads:
+            raise ValueError("the hidden size must be a multiple of the number of heads")
+        with st.spinner("Preparing the data (and item text vectors)…"):
+            start_run(get_store(), dataset, config, name=slugify(name))
+    except (ValueError, StoreError, TextEncoderError) as exc:
+        st.error(md_escape(str(exc)))
+        return
+    st.toast("Training started in the background")
+    st.rerun()
+
+
+def _run_panel(run: RunStatus) -> None:
+    job, last = run.job, run.last
+    title = f"**{md_escape(job['name'])}** on {md_escape(job['dataset'])} · {run.state}"
+    with st.container(border=True):
+        st.markdown(title)
+        if run.state == "running":
+            if last:
+                done = ((last["epoch"] - 1) * last["steps_per_epoch"] + last["step"]) / max(
+                    1, last["epochs"] * last["steps_per_epoch"]
+                )
+                speed = last.get("sequences_per_s")
+                st.progress(
+                    min(1.0, done),
+                    text=f"epoch {last['epoch']}/{last['epochs']} · step {last['step']}/"
+                    f"{last['steps_per_epoch']} · ETA {_eta(last.get('eta_s'))}"
+                    + (f" · {speed:,.0f} sequences/s" if speed else ""),
+                )
+            else:
+                st.progress(0.0, text="starting…")
+            if st.button("Stop", key=f"stop_{run.run_id}"):
+                stop_run(get_store(), run.run_id)
+                st.rerun()
+        elif run.state in ("stopped", "lost"):
+            st.caption("Stopped before the end; it resumes from its last complete epoch.")
+            if st.button("Resume", key=f"resume_{run.run_id}"):
+                start_run(
+                    get_store(), job["dataset"], TrainConfig(**job["config"]), resume_run=run.run_id
+                )
+                st.rerun()
+        elif run.state == "failed":
+            st.error(md_escape(run.error or "the run failed"))
+        elif run.state == "finished":
+            model = collect_run(get_store(), run)
+            metrics = run.result["metrics"]
+            st.success(
+                f"Saved model {md_escape(job['name'])}: validation NDCG@10 "
+                f"{metrics['val_ndcg@10']:.4f}, HR@10 {metrics['val_hr@10']:.4f} "
+                f"(best epoch {run.result['best_epoch']}, {run.result['seconds']:.0f} s)."
+            )
+            if model and st.button("Use this model", key=f"use_{run.run_id}"):
+                st.session_state[PENDING_MODEL] = model.name
+                st.rerun()
+        if run.epochs:
+            st.plotly_chart(
+                charts.training_curves(run.epochs, "Loss and validation NDCG@10"),
+                key=f"curve_{run.run_id}_{len(run.epochs)}",
+            )
+
+
+@st.fragment(run_every=2)
+def runs_section() -> None:
+    """Live view of the latest runs (polls the run folders every 2 s)."""
+    runs = list_runs(get_store())[:5]
+    st.subheader("Runs")
+    if not runs:
+        st.info("No training runs yet: start one above.")
+        return
+    for run in runs:
+        _run_panel(run)
+
+
+def models_section(dataset: str) -> None:
+    st.subheader("Saved models")
+    models = get_store().list_models()
+    if models:
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "name": m.name,
+                        "dataset": m.dataset,
+                        "val NDCG@10": m.metrics.get("val_ndcg@10"),
+                        "val HR@10": m.metrics.get("val_hr@10"),
+                        "preset": m.config.get("preset"),
+                        "created": m.created,
+                    }
+                    for m in models
+                ]
+            ),
+            hide_index=True,
+        )
+    else:
+        st.info("No saved models yet.")
+    with st.expander("Load a model directory"):
+        folder = st.text_input(
+            "Path of a RecLens model directory",
+            key="load_dir",
+            help="A folder holding config.json, model.safetensors, items.json "
+            "and training.json, as written by RecLens",
+        )
+        if st.button("Load", key="load_model") and folder.strip():
+            try:
+                saved = resolve_model(get_store(), folder.strip())
+                if not get_store().find_dataset(saved.dataset):
+                    raise StoreError(
+                        f"this model was trained on dataset '{saved.dataset}', which is not in "
+                        "this database; load that dataset first"
+                    )
+                info = get_store().register_model(
+                    slugify(saved.name),
+                    saved.dataset,
+                    str(saved.path),
+                    saved.training.get("config", {}),
+                    saved.training.get("metrics", {}),
+                )
+            except (CheckpointError, StoreError) as exc:
+                st.error(md_escape(str(exc)))
+                return
+            for warning in saved.warnings:
+                st.warning(md_escape(warning))
+            st.session_state[PENDING_MODEL] = info.name
+            st.success(f"Loaded {md_escape(info.name)}.")
+            st.rerun()
+
+
+info = require_dataset()
+st.title("Train")
+st.caption(
+    f"A BERT4Rec-style model on **{info.name}** ({fmt_int(info.n_users)} users, "
+    f"{fmt_int(info.n_items)} items): leave-one-out, the last item of every user is never "
+    "seen in training; validation NDCG@10 is full-ranking."
 )
+start_section(info.name)
+runs_section()
+models_section(info.name)

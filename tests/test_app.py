@@ -47,6 +47,7 @@ def navigation_mode(monkeypatch) -> None:
 def app(tmp_path, monkeypatch) -> AppTest:
     """The app on a fresh database file (seeded with the demo on first start)."""
     monkeypatch.setenv("RECLENS_DB", str(tmp_path / "app.duckdb"))
+    monkeypatch.setenv("RECLENS_AUTOTRAIN", "0")  # tests start their own runs
     st.cache_resource.clear()
     st.cache_data.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
@@ -164,3 +165,35 @@ def test_delete_dataset(app: AppTest) -> None:
     assert any("Deleted demo" in s.value for s in app.success)
     assert open_store().list_datasets() == []
     assert "No dataset yet" in app.info[0].value
+
+
+def test_train_page_runs_a_tiny_model_and_makes_it_active(app: AppTest) -> None:
+    import time
+
+    app.switch_page("pages/train.py").run()
+    assert not app.exception, app.exception
+    app.text_input(key="model_name").set_value("tiny-demo").run()
+    for key, value in (("epochs_fast", 1), ("hidden_fast", 16), ("layers_fast", 1)):
+        app.number_input(key=key).set_value(value).run()
+    app.radio(key="text_fast").set_value("none").run()
+    app.button(key="start_train").click().run()
+    assert not app.exception, app.exception
+    deadline = time.monotonic() + 600  # a generous bound against a hung worker, not a speed test
+    while time.monotonic() < deadline:
+        app.run()
+        if any("Saved model tiny-demo" in s.value for s in app.success):
+            break
+        assert not app.error, [e.value for e in app.error]
+        time.sleep(2)
+    assert any("Saved model tiny-demo" in s.value for s in app.success)
+    assert open_store().find_model("tiny-demo") is not None
+    app.button(key=next(b.key for b in app.button if b.key.startswith("use_"))).click().run()
+    assert app.sidebar.selectbox(key="model_picker").value == "tiny-demo"
+
+
+def test_train_page_loads_a_model_directory_and_rejects_a_bad_one(app: AppTest, tmp_path) -> None:
+    app.switch_page("pages/train.py").run()
+    app.text_input(key="load_dir").set_value(str(tmp_path)).run()
+    app.button(key="load_model").click().run()
+    assert not app.exception
+    assert "is not a RecLens model" in app.error[0].value
