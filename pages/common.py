@@ -35,6 +35,7 @@ def md_escape(text: str) -> str:
     there are they escaped: ``"tiny-demo"`` stays readable in the source too.
     """
     escaped = _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+
     def neutralise(match: re.Match) -> str:
         marker = match.group(2)
         return match.group(1) + (marker[:-1] + "\\." if marker.endswith(".") else "\\" + marker)
@@ -70,33 +71,39 @@ def active_dataset() -> DatasetInfo | None:
     return get_store().find_dataset(name) if name else None
 
 
-def dataset_picker() -> None:
-    """Sidebar selector of the active dataset, shared by every page.
+def _sidebar_picker(label: str, names: list[str], active: str, pending: str, help: str) -> None:
+    """A sidebar selectbox whose choice lives in the plain session key ``active``.
 
-    The choice lives in a plain session key (not the widget's own key), so it
-    survives page switches and can be set by a page that creates a dataset.
+    A plain key (not the widget's own) survives page switches, and a page can ask
+    for a new choice by setting ``pending`` (a drawn widget's key cannot be changed).
     """
+    wanted = st.session_state.pop(pending, None)
+    if wanted in names:
+        st.session_state[active] = wanted
+    if st.session_state.get(active) not in names:
+        st.session_state[active] = names[0]
+    widget = f"{active}_picker"
+
+    def remember() -> None:
+        st.session_state[active] = st.session_state[widget]
+
+    st.session_state[widget] = st.session_state[active]
+    st.sidebar.selectbox(label, names, key=widget, on_change=remember, help=help)
+
+
+def dataset_picker() -> None:
+    """Sidebar selector of the active dataset, shared by every page."""
     names = [d.name for d in datasets()]
     if not names:
         st.sidebar.info("No datasets yet: upload one on the Data page.")
         st.session_state.pop(ACTIVE_DATASET, None)
         return
-    pending = st.session_state.pop(PENDING_DATASET, None)
-    if pending in names:
-        st.session_state[ACTIVE_DATASET] = pending
-    if st.session_state.get(ACTIVE_DATASET) not in names:
-        st.session_state[ACTIVE_DATASET] = names[0]
-
-    def remember() -> None:
-        st.session_state[ACTIVE_DATASET] = st.session_state["dataset_picker"]
-
-    st.session_state["dataset_picker"] = st.session_state[ACTIVE_DATASET]
-    st.sidebar.selectbox(
+    _sidebar_picker(
         "Dataset",
         names,
-        key="dataset_picker",
-        on_change=remember,
-        help="The dataset every page works on. Upload more on the Data page.",
+        ACTIVE_DATASET,
+        PENDING_DATASET,
+        "The dataset every page works on. Upload more on the Data page.",
     )
 
 
@@ -107,30 +114,19 @@ PENDING_MODEL = "pending_model"
 def model_picker() -> None:
     """Sidebar selector of the active model among those trained on the active dataset."""
     info = active_dataset()
-    models = get_store().list_models(info.name) if info else []
-    names = [m.name for m in models]
+    names = [m.name for m in get_store().list_models(info.name)] if info else []
     if not names:
         st.sidebar.selectbox(
             "Model", ["no models yet"], disabled=True, help="Train one on the Train page."
         )
         st.session_state.pop(ACTIVE_MODEL, None)
         return
-    pending = st.session_state.pop(PENDING_MODEL, None)
-    if pending in names:
-        st.session_state[ACTIVE_MODEL] = pending
-    if st.session_state.get(ACTIVE_MODEL) not in names:
-        st.session_state[ACTIVE_MODEL] = names[0]
-
-    def remember() -> None:
-        st.session_state[ACTIVE_MODEL] = st.session_state["model_picker"]
-
-    st.session_state["model_picker"] = st.session_state[ACTIVE_MODEL]
-    st.sidebar.selectbox(
+    _sidebar_picker(
         "Model",
         names,
-        key="model_picker",
-        on_change=remember,
-        help="The model the Interests, Recommendations and Metrics pages use.",
+        ACTIVE_MODEL,
+        PENDING_MODEL,
+        "The model the Interests, Recommendations and Metrics pages use.",
     )
 
 

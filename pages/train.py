@@ -31,6 +31,13 @@ def _eta(seconds: float | None) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
+def _free_name(base: str) -> str:
+    """``base``, or ``base-2``, ``base-3``... whichever no saved model uses yet."""
+    taken = {m.name for m in get_store().list_models()}
+    candidates = [base[:63]] + [f"{base[:59]}-{i}" for i in range(2, 1000)]
+    return next(c for c in candidates if c not in taken)
+
+
 def start_section(dataset: str) -> None:
     st.subheader("Start a run")
     cols = st.columns([1, 2])

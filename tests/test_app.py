@@ -57,7 +57,7 @@ def app(tmp_path, monkeypatch) -> AppTest:
 
 
 def test_first_start_seeds_the_demo_and_home_shows_it(app: AppTest) -> None:
-    assert app.sidebar.selectbox(key="dataset_picker").value == "demo"
+    assert app.sidebar.selectbox(key="active_dataset_picker").value == "demo"
     labels = {m.label: m.value for m in app.metric}
     assert labels["Users"] == "3,000"
     assert labels["Items"] == "800"
@@ -117,7 +117,7 @@ def test_upload_map_ingest_and_report(app: AppTest) -> None:
     assert labels["Rows read"] == "162"
     assert labels["Events kept"] == "160"
     # The new dataset became the active one.
-    assert app.sidebar.selectbox(key="dataset_picker").value == "ratings"
+    assert app.sidebar.selectbox(key="active_dataset_picker").value == "ratings"
     info = open_store().get_dataset("ratings")
     assert (info.n_events, info.n_users, info.n_items) == (160, 20, 8)
     assert info.sources == ["ratings.csv"]
@@ -188,7 +188,7 @@ def test_train_page_runs_a_tiny_model_and_makes_it_active(app: AppTest) -> None:
     assert any("Saved model tiny-demo" in s.value for s in app.success)
     assert open_store().find_model("tiny-demo") is not None
     app.button(key=next(b.key for b in app.button if b.key.startswith("use_"))).click().run()
-    assert app.sidebar.selectbox(key="model_picker").value == "tiny-demo"
+    assert app.sidebar.selectbox(key="active_model_picker").value == "tiny-demo"
 
 
 def test_train_page_loads_a_model_directory_and_rejects_a_bad_one(app: AppTest, tmp_path) -> None:
