@@ -318,6 +318,26 @@ def rank_targets(
     Returns:
         (n,) int64 ranks: the number of items scored strictly higher than the target.
     """
+    return _count_above(model, histories, targets, device, batch, exclude_seen)
+
+
+@torch.no_grad()
+def _count_above(
+    model: PreferenceModel,
+    histories: np.ndarray,
+    targets: np.ndarray,
+    device: torch.device,
+    batch: int = 512,
+    exclude_seen: bool = True,
+    cap: int | None = None,
+) -> np.ndarray:
+    """:func:`rank_targets`; with ``cap``, a rank of ``cap`` or more may stop early.
+
+    A target stops being scored once ``cap`` items are known to beat it, and its
+    rank is then some number >= ``cap``: NDCG@k and HR@k need ranks below k only.
+    Items are indexed by popularity, so most targets are settled by the first
+    slice of the catalogue.
+    """
     model.eval()
     mask_index = model.config.mask_index
     table, bias = model.item_table(), model.item_bias
@@ -348,18 +368,29 @@ def rank_targets(
         # (the full batch x catalogue matrix is never stored), then take back the
         # skipped columns that were counted (their values from the same product).
         greater = torch.zeros(len(rows), dtype=torch.int64, device=device)
-        for lo in range(0, vocab, _RANK_CHUNK):
-            hi = lo + _RANK_CHUNK
-            logits = torch.addmm(bias[lo:hi], states, table[lo:hi].T)
-            greater += (logits > target_logit).sum(1, dtype=torch.int32)
-            inside = first & (skip >= lo) & (skip < lo + logits.shape[1])
-            values = logits.gather(1, (skip - lo).clamp(0, logits.shape[1] - 1))
-            greater -= ((values > target_logit) & inside).sum(1)
+        chunk = vocab if states.is_cuda else _RANK_CHUNK
+        live = None  # rows still counted (None = all)
+        for lo in range(0, vocab, chunk):
+            hi = lo + chunk
+            if cap is not None and lo > 0:
+                live = (greater < cap).nonzero().flatten()
+                if len(live) == 0:
+                    break
+            sel = slice(None) if live is None else live
+            logits = torch.addmm(bias[lo:hi], states[sel], table[lo:hi].T)
+            above = (logits > target_logit[sel]).sum(1, dtype=torch.int32)
+            inside = first[sel] & (skip[sel] >= lo) & (skip[sel] < lo + logits.shape[1])
+            values = logits.gather(1, (skip[sel] - lo).clamp(0, logits.shape[1] - 1))
+            above -= ((values > target_logit[sel]) & inside).sum(1, dtype=torch.int32)
+            if live is None:
+                greater += above
+            else:
+                greater.index_add_(0, live, above.long())
         ranks[rows] = greater.cpu().numpy()
     return ranks
 
 
-_RANK_CHUNK = 4096  # catalogue columns scored at once by rank_targets
+_RANK_CHUNK = 4096  # catalogue columns scored at once by rank_targets on a CPU
 
 
 def ndcg_hr_at(ranks: np.ndarray, k: int = 10) -> tuple[float, float]:
@@ -616,7 +647,9 @@ def train(
                     )
                 if config.time_budget and time.perf_counter() - started > config.time_budget:
                     break
-            ranks = rank_targets(model, val_hist, split.val_targets, device, config.eval_batch)
+            ranks = _count_above(
+                model, val_hist, split.val_targets, device, config.eval_batch, cap=10
+            )
             ndcg, hr = ndcg_hr_at(ranks, 10)
             record = {
                 "epoch": epoch + 1,
@@ -718,13 +751,13 @@ def _step_loss(
     states = model.encode(inputs, table=table)[mask]  # (M, hidden): masked positions only
     labels = labels_full[mask]
     if loss_mode == "full":
-        # = F.cross_entropy(model.score(states, table), labels): the padding and mask
-        # columns, -inf in model.score, drop out of the softmax, so only the real
-        # items (rows 1..n_items) are scored.
-        hidden = model.head(states)
-        chunk = _LOSS_CHUNK_CUDA if hidden.is_cuda else _LOSS_CHUNK
+        if states.is_cuda:  # plenty of memory bandwidth (and bfloat16 autocast) there
+            return F.cross_entropy(model.score(states, table), labels)
+        # On a CPU: the same value and gradients, a slice of the catalogue at a time.
+        # The padding and mask columns, -inf in model.score, drop out of the softmax,
+        # so only the real items (rows 1..n_items) are scored.
         return _FullSoftmaxCrossEntropy.apply(
-            hidden, table[1:-1], model.item_bias[1:-1], labels - 1, chunk
+            model.head(states), table[1:-1], model.item_bias[1:-1], labels - 1, _LOSS_CHUNK
         )
     hidden = model.head(states)
     neg = torch.multinomial(sampling_q.cpu(), negatives, replacement=True, generator=generator).to(
@@ -739,7 +772,6 @@ def _step_loss(
 
 
 _LOSS_CHUNK = 1024  # catalogue rows per slice of the full-softmax loss on a CPU
-_LOSS_CHUNK_CUDA = 65536
 
 
 class _FullSoftmaxCrossEntropy(torch.autograd.Function):
