@@ -22,9 +22,16 @@ it back with ``core.sequences.load_sequences``, then:
   objective;
 * reports most-popular's test NDCG@10/HR@10 on the same protocol for context.
 
+Defaults: both modes, full softmax for 10 epochs and sampled for 20 (the cosine
+schedule spans them), at most 480 s of training per mode, 3 timed naive steps:
+about 12 minutes in all on 2 CPU cores. The JSON's ``ran`` says what was run.
+
 Wall-clock figures depend on the machine's load: the 1-minute load average is
 sampled at start, after every epoch and at the end, and process CPU seconds are
-reported next to wall seconds.
+reported next to wall seconds. On a shared machine run it as
+``OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/train.py``: with libgomp's default
+busy-waiting, 2-thread torch steps get several times slower as soon as other work
+competes for the cores (see BENCHMARKS.md); the policy in force is in the JSON.
 
 Prints one JSON object on stdout; progress goes to stderr.
 """
@@ -474,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         "--epochs",
         type=int,
         default=None,
-        help="epochs of every mode (default: full 10, sampled 20, about 7 minutes each)",
+        help="epochs of every mode (default: full 10, sampled 20, about 6 minutes each)",
     )
     parser.add_argument(
         "--time-budget",
