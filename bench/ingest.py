@@ -25,13 +25,10 @@ Prints one JSON object on stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,11 +38,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from common import ROOT, code_state, loadavg, log, machine  # noqa: E402  (bench/common.py)
 
-ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 GENERATOR_VERSION = 1  # bump when the generated data changes, to invalidate the cache
 N_USERS = 100_000
@@ -59,69 +54,7 @@ SPAN = 365 * 86_400
 CHUNK = 1_000_000
 
 
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def machine() -> dict:
-    """Facts about the machine the figures come from."""
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError):
-        pass
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model or platform.processor(),
-        "ram_gib": mem,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "duckdb": duckdb.__version__,
-        "numpy": np.__version__,
-        "pyarrow": pa.__version__,
-    }
-
-
-def loadavg() -> float | None:
-    """1-minute load average: other work on the machine makes wall-clock figures noisy."""
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 MEASURED_CODE = ("core/store.py", "core/ingest.py", "core/sequences.py")
-
-
-def code_state() -> dict:
-    """Which RecLens code was measured: git HEAD, local changes and a hash of the files."""
-    digest = hashlib.sha256()
-    for name in MEASURED_CODE:
-        path = ROOT / name
-        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
-    state: dict = {"files": list(MEASURED_CODE), "sha256": digest.hexdigest()[:16]}
-    try:
-        state["git_head"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "--no-optional-locks", "status", "--porcelain", "--", *MEASURED_CODE],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout
-        state["modified_since_head"] = bool(changed.strip())
-    except OSError:
-        pass
-    return state
 
 
 class Clock:
@@ -383,8 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         "duplicates_found_equals_planted": (summary.get("dropped") or {}).get("duplicates")
         == facts["planted_duplicates"],
         "loadavg_1min": {"start": load_start, "end": loadavg()},
-        "code": code_state(),
-        "machine": machine(),
+        "code": code_state(MEASURED_CODE),
+        "machine": machine(duckdb=duckdb.__version__, pyarrow=pa.__version__),
     }
     print(json.dumps(report, indent=2))
     return 0

@@ -34,10 +34,8 @@ import duckdb
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import ROOT, behaviour_csv, code_state, loadavg, log, machine  # noqa: E402  (bench/ingest.py)
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from common import ROOT, code_state, loadavg, log, machine  # noqa: E402  (bench/common.py)
+from ingest import MEASURED_CODE, behaviour_csv  # noqa: E402  (bench/ingest.py)
 
 from core.ingest import ingest  # noqa: E402
 from core.sequences import PAD, load_sequences  # noqa: E402
@@ -203,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             "naive_full_size_estimate_note": "linear scaling of the subset median; not measured",
         },
         "loadavg_1min": {"start": load_start, "end": loadavg()},
-        "code": code_state(),
-        "machine": machine(),
+        "code": code_state(MEASURED_CODE),
+        "machine": machine(duckdb=duckdb.__version__),
     }
     print(json.dumps(report, indent=2))
     return 0

@@ -23,23 +23,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
-import hashlib
 import json
 import os
-import platform
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 import torch  # noqa: E402
+import transformers  # noqa: E402
+from common import ROOT, code_state, loadavg, log, machine  # noqa: E402  (bench/common.py)
 
 from core.demo import generate_demo  # noqa: E402
 from core.text import (  # noqa: E402
@@ -52,56 +43,6 @@ from core.text import (  # noqa: E402
 MOVIES = ROOT.parent / "shared" / "datasets" / "movielens-latest-small" / "movies.csv"
 TARGET_S = 25.0
 TARGET_TEXTS = 10_000
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def loadavg() -> list[float] | None:
-    """1, 5 and 15-minute load averages: other work on the machine slows the figures."""
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except (OSError, ValueError):
-        return None
-
-
-def machine() -> dict:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import transformers
-
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model or platform.processor(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-
-
-def code_state() -> dict:
-    """Which code was measured: git HEAD, whether core/text.py differs from it, its hash."""
-    path = ROOT / "core" / "text.py"
-    state: dict = {
-        "file": "core/text.py",
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16],
-    }
-    try:
-        run = functools.partial(subprocess.run, cwd=ROOT, capture_output=True, text=True)
-        state["git_head"] = run(["git", "rev-parse", "--short", "HEAD"]).stdout.strip()
-        changed = run(["git", "--no-optional-locks", "status", "--porcelain", "--", str(path)])
-        state["modified_since_head"] = bool(changed.stdout.strip())
-    except OSError:
-        pass
-    return state
 
 
 def bench_texts(n: int) -> tuple[list[str], dict]:
@@ -178,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         cpus = sorted(os.sched_getaffinity(0))[: args.cpus]
         os.sched_setaffinity(0, cpus)
         torch.set_num_threads(len(cpus))
-    load_start = loadavg()
+    load_start = loadavg(all_three=True)
     texts, source = bench_texts(args.texts)
     log(
         f"{len(texts)} texts ({source['movielens_titles_genres']} MovieLens, "
@@ -264,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         "target_met": runs[default]["target_met"],
         "agreement": {**agreement, "ok": ok},
         "loadavg_start": load_start,
-        "loadavg_end": loadavg(),
-        "machine": machine(),
-        "code": code_state(),
+        "loadavg_end": loadavg(all_three=True),
+        "machine": machine(torch=torch.__version__, transformers=transformers.__version__),
+        "code": code_state(["core/text.py"]),
     }
     print(json.dumps(report, indent=2))
     return 0 if ok else 1

@@ -39,14 +39,11 @@ Prints one JSON object on stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,10 +52,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from common import ROOT, code_state, loadavg, log  # noqa: E402  (bench/common.py)
+from common import machine as machine_facts  # noqa: E402
 
 from core.ingest import EventMapping, ReadOptions, ingest  # noqa: E402
 from core.model import ModelConfig, PreferenceModel  # noqa: E402
@@ -87,67 +82,16 @@ ISSUE_NAIVE_S_PER_STEP = 1.8
 RECBOLE_SASREC = {"test_ndcg@10": 0.0119, "minutes": 24}
 
 
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def loadavg() -> float | None:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def machine(device: torch.device) -> dict:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError):
-        mem = None
-    info = {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model or platform.processor(),
-        "ram_gib": mem,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins)"),
-        "numpy": np.__version__,
-        "device": str(device),
-    }
+    info = machine_facts(
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins)"),
+        device=str(device),
+    )
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-
-
-def code_state() -> dict:
-    digest = hashlib.sha256()
-    for name in MEASURED_CODE:
-        path = ROOT / name
-        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
-    state: dict = {"files": list(MEASURED_CODE), "sha256": digest.hexdigest()[:16]}
-    try:
-        state["git_head"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "--no-optional-locks", "status", "--porcelain", "--", *MEASURED_CODE],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout
-        state["modified_since_head"] = bool(changed.strip())
-    except OSError:
-        pass
-    return state
 
 
 def r(x: float | None, nd: int = 4) -> float | None:
@@ -594,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "total_s": r(time.perf_counter() - started, 1),
         "loadavg_1min": {"start": load_start, "end": loadavg()},
-        "code": code_state(),
+        "code": code_state(MEASURED_CODE),
         "machine": machine(device),
     }
     print(json.dumps(report, indent=2))
