@@ -56,7 +56,7 @@ from common import ROOT, code_state, loadavg, log  # noqa: E402  (bench/common.p
 from common import machine as machine_facts  # noqa: E402
 
 from core.ingest import EventMapping, ReadOptions, ingest  # noqa: E402
-from core.model import ModelConfig, PreferenceModel  # noqa: E402
+from core.model import PreferenceModel  # noqa: E402
 from core.sequences import Sequences, load_sequences  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.train import (  # noqa: E402
@@ -212,14 +212,7 @@ def naive_reference(
     split = leave_one_out(seqs)
     windows = training_windows(split.train, config.max_len)
     steps_per_epoch = math.ceil(len(windows) / config.batch)
-    mc = ModelConfig(
-        n_items=seqs.n_items,
-        max_len=config.max_len,
-        hidden=config.hidden,
-        layers=config.layers,
-        heads=config.heads,
-        dropout=config.dropout,
-    )
+    mc = config.model_config(seqs.n_items)
     torch.manual_seed(seed)
     model = PreferenceModel(mc).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)

@@ -157,14 +157,19 @@ def load_model(
             f"{folder}/model.safetensors does not match config.json: {_first_line(exc)}"
         ) from None
     model.to(device).eval()
-    warnings = []
-    saved_fp = training.get("dataset_fingerprint")
-    if expected_fingerprint and saved_fp and saved_fp != expected_fingerprint:
-        warnings.append(
+    warnings = [w for w in [stale_warning(training, expected_fingerprint)] if w]
+    return SavedModel(model, config, np.asarray(item_ids, dtype=object), training, folder, warnings)
+
+
+def stale_warning(training: dict[str, Any], fingerprint: str | None) -> str | None:
+    """A warning when the model's dataset has changed since training, else None."""
+    saved = training.get("dataset_fingerprint")
+    if fingerprint and saved and saved != fingerprint:
+        return (
             f"this model was trained on an earlier version of dataset "
             f"'{training.get('dataset')}'; its items and users may have changed since"
         )
-    return SavedModel(model, config, np.asarray(item_ids, dtype=object), training, folder, warnings)
+    return None
 
 
 def _read_json(path: Path) -> Any:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.checkpoint import CheckpointError, SavedModel, load_model, save_model
+from core.checkpoint import CheckpointError, SavedModel, load_model, save_model, stale_warning
 from core.sequences import Sequences, load_sequences
 from core.store import ModelInfo, Store, StoreError, validate_dataset_name
 from core.text import item_text_vectors
@@ -131,10 +131,9 @@ def resolve_model(store: Store, name_or_dir: str) -> SavedModel:
         )
     saved = load_model(path)
     dataset = store.find_dataset(saved.dataset)
-    if dataset and saved.training.get("dataset_fingerprint") != dataset.fingerprint:
-        saved.warnings.append(
-            f"this model was trained on an earlier version of dataset '{saved.dataset}'"
-        )
+    warning = stale_warning(saved.training, dataset.fingerprint if dataset else None)
+    if warning:
+        saved.warnings.append(warning)
     return saved
 
 

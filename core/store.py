@@ -1002,11 +1002,6 @@ class Store:
             raise StoreError(f"no model called {name!r}; the models are: {known}")
         return info
 
-    def drop_model(self, name: str) -> None:
-        """Forget a registered model (its directory is left alone)."""
-        with self.transaction() as cur:
-            cur.execute("DELETE FROM models WHERE name = ?", [name])
-
     def planted_frame(self, dataset_id: int) -> pd.DataFrame:
         """Planted interests of a generated dataset (empty for uploaded data)."""
         return self.query_df(

@@ -22,7 +22,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +147,18 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def model_config(self, n_items: int, text_dim: int = 0) -> ModelConfig:
+        """The shape of the model these settings train, for ``n_items`` items."""
+        return ModelConfig(
+            n_items=n_items,
+            max_len=self.max_len,
+            hidden=self.hidden,
+            layers=self.layers,
+            heads=self.heads,
+            dropout=self.dropout,
+            text_dim=text_dim,
+        )
 
 
 @dataclass
@@ -515,14 +527,8 @@ def train(
     if len(windows) == 0:
         raise ValueError("no user has 2 or more training events: nothing to learn from")
     val_hist = split.train.padded(config.max_len - 1, split.val_users).astype(np.int64)
-    model_config = ModelConfig(
-        n_items=seqs.n_items,
-        max_len=config.max_len,
-        hidden=config.hidden,
-        layers=config.layers,
-        heads=config.heads,
-        dropout=config.dropout,
-        text_dim=0 if text_vectors is None else int(text_vectors.shape[1]),
+    model_config = config.model_config(
+        seqs.n_items, 0 if text_vectors is None else int(text_vectors.shape[1])
     )
     model = PreferenceModel(model_config, text_vectors).to(device)
     unseen = np.flatnonzero(np.bincount(split.train.items, minlength=model_config.vocab_size) == 0)
@@ -817,8 +823,3 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
         grad_weight.index_add_(0, labels, hidden * -scale)
         grad_bias.index_add_(0, labels, (-scale).expand(len(labels)).contiguous())
         return grad_hidden, grad_weight, grad_bias, None, None
-
-
-def resolve_overrides(config: TrainConfig, **changes) -> TrainConfig:
-    """A copy of ``config`` with the given (non-None) fields changed."""
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})
