@@ -81,12 +81,19 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch", type=int)
     tr.add_argument("--lr", type=float)
     tr.add_argument("--mask-prob", type=float)
+    tr.add_argument("--dropout", type=float)
     tr.add_argument("--loss", choices=["auto", "full", "sampled"])
     tr.add_argument("--text-encoder", help="auto | none | PATH of a BERT-family model folder")
     tr.add_argument("--device", choices=["auto", "cpu", "cuda"])
     tr.add_argument("--seed", type=int)
     tr.add_argument("--time-budget", type=float, help="stop after SECONDS (best epoch kept)")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    tr.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel processes on this machine (torchrun; GPUs or CPU cores)",
+    )
     tr.add_argument("--json", action="store_true")
 
     models = sub.add_parser("models", help="list the trained models")
@@ -94,10 +101,47 @@ def _parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("recommend", help="top-K items for a user")
     rec.add_argument("--model", required=True, help="a registered model name or a directory")
-    rec.add_argument("--user", required=True)
+    rec.add_argument("--user", help="a user of the model's dataset")
     rec.add_argument("--k", type=int, default=10)
     rec.add_argument("--include-seen", action="store_true")
+    rec.add_argument(
+        "--history", help="ITEM,ITEM,... rank for this history instead (what-if, cold user)"
+    )
+    rec.add_argument(
+        "--explain", action="store_true", help="attribute each item to the history (occlusion)"
+    )
     rec.add_argument("--json", action="store_true")
+
+    inter = sub.add_parser("interests", help="a user's interest vector, affinity and drift")
+    inter.add_argument("--model", required=True, help="a registered model name or a directory")
+    inter.add_argument("--user", required=True)
+    inter.add_argument("--level", default="all", choices=["all", "main"], help="categories")
+    inter.add_argument("--k", type=int, default=10, help="neighbours and aligned items")
+    inter.add_argument("--json", action="store_true")
+
+    exp = sub.add_parser("export", help="top-K of every user to Parquet or CSV")
+    exp.add_argument("--model", required=True, help="a registered model name or a directory")
+    exp.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
+    exp.add_argument("--k", type=int, default=20)
+    exp.add_argument("--include-seen", action="store_true")
+    exp.add_argument("--json", action="store_true")
+
+    ev = sub.add_parser("evaluate", help="full-ranking evaluation of a model against baselines")
+    ev.add_argument("--model", action="append", help="a registered model name or a directory")
+    ev.add_argument("--dataset", help="evaluate baselines alone on this dataset")
+    ev.add_argument("--split", choices=["loo", "time"], default="loo")
+    ev.add_argument(
+        "--baselines",
+        default="pop,recent,itemknn,markov,ease",
+        help="comma-separated pop,recent,itemknn,markov,ease,sasrec | all | none (%(default)s)",
+    )
+    ev.add_argument("--k", type=int, default=10, help="K of the headline figures (%(default)s)")
+    ev.add_argument("--sampled", type=int, default=0, help="also rank against N sampled negatives")
+    ev.add_argument("--sampling", choices=["popularity", "uniform"], default="popularity")
+    ev.add_argument("--include-seen", action="store_true", help="rank the user's own items too")
+    ev.add_argument("--ease-max-items", type=int, help="skip EASE above this many items (20000)")
+    ev.add_argument("--no-save", action="store_true", help="do not store the results")
+    ev.add_argument("--json", action="store_true")
     return parser
 
 
@@ -234,6 +278,7 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             batch=args.batch,
             lr=args.lr,
             mask_prob=args.mask_prob,
+            dropout=args.dropout,
             loss=args.loss,
             text_encoder=args.text_encoder,
             device=args.device,
@@ -242,7 +287,31 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    _check_positive(args, ("epochs", "max_len", "hidden", "layers", "heads", "batch", "lr"))
+    _check_positive(
+        args, ("epochs", "max_len", "hidden", "layers", "heads", "batch", "lr", "nproc")
+    )
+    if args.nproc > 1:
+        from core.jobs import train_distributed
+
+        model, record = train_distributed(
+            store,
+            args.dataset,
+            config,
+            nproc=args.nproc,
+            name=args.name,
+            out_dir=args.out,
+            resume=args.resume,
+        )
+        return {
+            "model": model.name,
+            "path": model.path,
+            "epochs": record["epochs"],
+            "best_epoch": record["best_epoch"],
+            "best_val_ndcg@10": record["metrics"]["val_ndcg@10"],
+            "seconds": record["seconds"],
+            "dataset": model.dataset,
+            "nproc": args.nproc,
+        }
     bar = _train_bar(args.json)
     model, result = train_dataset(
         store,
@@ -304,19 +373,30 @@ def _cmd_models(store: Store, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     from core.jobs import resolve_model
-    from core.recommend import recommend
+    from core.recommend import encode_history, recommend
 
     if args.k <= 0:
         raise UsageError("--k must be positive")
+    if args.user is None and args.history is None:
+        raise UsageError("give --user USER_ID, or --history ITEM,ITEM,... (or both)")
     saved = resolve_model(store, args.model)
     for warning in saved.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     dataset = store.get_dataset(saved.dataset)
-    history = store.user_history(dataset.dataset_id, args.user)
-    if not history:
-        raise UsageError(f"user {args.user!r} has no events in dataset {dataset.name!r}")
+    if args.history is not None:  # what-if: this history instead of the stored one
+        history = [i.strip() for i in args.history.split(",") if i.strip()]
+    else:
+        history = store.user_history(dataset.dataset_id, args.user)
+        if not history:
+            raise UsageError(f"user {args.user!r} has no events in dataset {dataset.name!r}")
     top = recommend(saved, history, k=args.k, exclude_seen=not args.include_seen)
-    details = store.item_details(dataset.dataset_id, list(top["item_id"])).set_index("item_id")
+    wanted = list(top["item_id"]) + (history if args.explain else [])
+    details = store.item_details(dataset.dataset_id, wanted).set_index("item_id")
+    explanations = {}
+    if args.explain:
+        from core.recommend import explain
+
+        explanations = explain(saved, history, list(top["item_id"]))
     items = []
     for row in top.itertuples(index=False):
         item = {"item_id": row.item_id, "score": float(row.score)}
@@ -324,11 +404,118 @@ def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             item["title"] = details.at[row.item_id, "title"]
             cats = details.at[row.item_id, "categories"]
             item["categories"] = list(cats) if cats is not None else []
+        if args.explain:
+            item["explanation"] = [
+                {
+                    "item_id": e.history_item,
+                    "title": details.at[e.history_item, "title"]
+                    if e.history_item in details.index
+                    else None,
+                    "contribution": float(e.contribution),
+                }
+                for e in explanations[row.item_id].itertuples(index=False)
+            ]
         items.append(item)
-    return {"user": args.user, "model": saved.name, "items": items}
+    result = {"user": args.user, "model": saved.name, "items": items}
+    if args.history is not None:
+        _, unknown = encode_history(saved, history)
+        result["history"] = history
+        result["unknown_items"] = unknown
+    return result
+
+
+def _cmd_interests(store: Store, args: argparse.Namespace) -> dict[str, Any]:
+    from core.interests import user_report
+    from core.jobs import resolve_model
+    from core.recommend import load_model_data
+
+    if args.k <= 0:
+        raise UsageError("--k must be positive")
+    saved = resolve_model(store, args.model)
+    for warning in saved.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    data = load_model_data(store, saved)
+    if data.user_number(args.user) is None:
+        raise UsageError(f"user {args.user!r} has no events in dataset {saved.dataset!r}")
+    return user_report(store, data, args.user, level=args.level, k=args.k)
+
+
+def _cmd_export(store: Store, args: argparse.Namespace) -> dict[str, Any]:
+    from core.jobs import resolve_model
+    from core.recommend import export_format, export_top_k, load_model_data
+
+    if args.k <= 0:
+        raise UsageError("--k must be positive")
+    try:
+        export_format(args.out)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    saved = resolve_model(store, args.model)
+    for warning in saved.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    data = load_model_data(store, saved)
+    result = export_top_k(data, args.out, k=args.k, exclude_seen=not args.include_seen)
+    return {"model": saved.name, **result}
+
+
+def _cmd_evaluate(store: Store, args: argparse.Namespace) -> dict[str, Any]:
+    from core.baselines import parse_baselines
+    from core.evaluate import EvalConfig, run
+
+    _check_positive(args, ("k", "ease_max_items"))
+    if args.sampled < 0:
+        raise UsageError("--sampled must be 0 (off) or positive")
+    if not args.model and not args.dataset:
+        raise UsageError("name a model with --model (or a dataset for baselines alone)")
+    bar = _progress_printer(args.json)
+    try:
+        evaluation, warnings = run(
+            store,
+            models=args.model or [],
+            dataset=args.dataset,
+            baselines=parse_baselines(args.baselines),
+            config=EvalConfig(
+                split=args.split,
+                k=args.k,
+                exclude_seen=not args.include_seen,
+                sampled=args.sampled,
+                sampling=args.sampling,
+            ),
+            ease_max_items=args.ease_max_items,
+            save_results=not args.no_save,
+            progress=bar,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return evaluation.to_json()
 
 
 def _print_human(command: str, result: Any) -> None:
+    if command == "evaluate":
+        from core.evaluate import describe, significance_label
+
+        settings, k = result["settings"], result["settings"]["k"]
+        print(describe(settings))
+        head = f"{'NDCG@' + str(k):>16} {'HR@' + str(k):>16} {'MRR':>8} {'cov@' + str(k):>7}"
+        print(f"{'':<28} {head}")
+        for name, res in result["results"].items():
+            ci = res["ci"]
+            print(
+                f"{name:<28} {res[f'ndcg@{k}']:.4f} ±{_half(ci[f'ndcg@{k}']):.4f}"
+                f"  {res[f'hr@{k}']:.4f} ±{_half(ci[f'hr@{k}']):.4f} {res['mrr']:>8.4f}"
+                f" {res[f'coverage@{k}']:>7.3f}  {significance_label(res.get('significance'))}"
+            )
+            if "sampled" in res:
+                sampled = res["sampled"]
+                print(
+                    f"{'  (sampled)':<28} {sampled[f'ndcg@{k}']:.4f}{'':>8}"
+                    f"  {sampled[f'hr@{k}']:.4f}{'':>8} {sampled['mrr']:>8.4f}"
+                )
+        for note in settings.get("notes", []):
+            print(f"note: {note}")
+        return
     if command == "datasets":
         if not result:
             print("no datasets yet: run `python -m core demo` or `python -m core ingest ...`")
@@ -358,15 +545,31 @@ def _print_human(command: str, result: Any) -> None:
             ndcg = m["metrics"].get("val_ndcg@10", 0)
             print(f"{m['name']:<40} {m['dataset']:<20} val NDCG@10 {ndcg:.4f}")
         return
+    if command == "interests":
+        top = ", ".join(f"{c['category']} {c['affinity']:.2f}" for c in result["categories"][:5])
+        shifts = [d["step"] for d in result["drift"] if d["shift"]]
+        print(f"user {result['user']}: {len(result['drift'])} steps; top categories: {top or '—'}")
+        print("interest shifts at steps: " + (", ".join(map(str, shifts)) or "none"))
+        print("nearest users: " + ", ".join(n["user_id"] for n in result["neighbours"]))
+        return
+    if command == "export":
+        print(f"wrote {result['rows']:,} rows ({result['users']:,} users) to {result['path']}")
+        return
     if command == "recommend":
         for rank, item in enumerate(result["items"], 1):
             print(
                 f"{rank:>3}. {item['item_id']:<16} {item['score']:.4f}  {item.get('title') or ''}"
             )
+            for part in item.get("explanation", [])[:3]:
+                print(f"       {part['contribution']:+.4f}  because of {part['item_id']}")
         return
     for key, value in result.items():
         if key != "report":
             print(f"{key}: {value}")
+
+
+def _half(interval: Sequence[float]) -> float:
+    return (interval[1] - interval[0]) / 2
 
 
 def _print_error(message: str) -> None:
@@ -392,6 +595,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "train": _cmd_train,
             "models": _cmd_models,
             "recommend": _cmd_recommend,
+            "interests": _cmd_interests,
+            "export": _cmd_export,
+            "evaluate": _cmd_evaluate,
         }[args.command]
         result = handler(store, args)
     except (UsageError, StoreError, IngestError, CheckpointError, TextEncoderError) as exc:

@@ -8,6 +8,15 @@ never opens the database. It reports progress by appending JSON lines to
 ``progress.jsonl``, stops when a ``stop`` file appears, checkpoints every epoch
 (so a stopped or killed run resumes), and finally writes the model directory and
 ``result.json``; the app then registers the model (:func:`collect_run`).
+
+A run with ``nproc`` > 1 starts its worker under ``torchrun`` (data-parallel, see
+:mod:`core.train`); rank 0 writes the progress, checkpoints and the model. For
+several machines, start ``torchrun --nnodes ... -m core.jobs RUN_DIR`` on each
+one over a shared run folder.
+
+Workers run with ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads that spin while
+waiting make a busy machine (the app, a second run, a test suite) many times
+slower, for little gain on an idle one.
 """
 
 from __future__ import annotations
@@ -171,8 +180,11 @@ def start_run(
     config: TrainConfig,
     name: str | None = None,
     resume_run: str | None = None,
+    nproc: int = 1,
 ) -> str:
     """Start a background training process; returns its run id.
+
+    ``nproc`` > 1 trains data-parallel in that many processes (``torchrun``).
 
     With ``resume_run`` the worker continues that run from its last checkpoint.
     """
@@ -181,13 +193,30 @@ def start_run(
         job = json.loads((folder / "job.json").read_text())
         (folder / "stop").unlink(missing_ok=True)
         (folder / "error.txt").unlink(missing_ok=True)
-        _spawn(folder, resume=True)
+        _spawn(folder, resume=True, nproc=job.get("nproc", 1))
         return resume_run
+    folder = prepare_run(store, dataset, config, name, nproc=nproc)
+    _spawn(folder, resume=False, nproc=nproc)
+    return folder.name
+
+
+def prepare_run(
+    store: Store,
+    dataset: str,
+    config: TrainConfig,
+    name: str | None = None,
+    run_id: str | None = None,
+    nproc: int = 1,
+    out_dir: str | Path | None = None,
+) -> Path:
+    """Write a run folder holding everything a worker needs; returns the folder."""
     info = store.get_dataset(dataset)
     name = validate_dataset_name(name or default_model_name(dataset, config))
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     folder = runs_dir(store) / run_id
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in ("stop", "error.txt", "result.json", "stopped", "progress.jsonl"):
+        (folder / stale).unlink(missing_ok=True)
     seqs = dataset_sequences(store, dataset)
     np.savez(
         folder / "sequences.npz",
@@ -206,24 +235,74 @@ def start_run(
         "fingerprint": info.fingerprint,
         "name": name,
         "config": config.to_dict(),
-        "out": str(data_home(store) / "models" / name),
+        "out": str(Path(out_dir) if out_dir else data_home(store) / "models" / name),
         "text_encoder": encoder,
+        "nproc": nproc,
         "created": time.time(),
     }
     (folder / "job.json").write_text(json.dumps(job))
-    _spawn(folder, resume=False)
-    return run_id
+    return folder
 
 
-def _spawn(folder: Path, resume: bool) -> None:
+def train_distributed(
+    store: Store,
+    dataset: str,
+    config: TrainConfig,
+    *,
+    nproc: int,
+    name: str | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+) -> tuple[ModelInfo, dict[str, Any]]:
+    """Train in ``nproc`` data-parallel processes (``torchrun``), wait, register the model.
+
+    Returns:
+        The registered model and its training record (``training.json``).
+    """
+    name = validate_dataset_name(name or default_model_name(dataset, config))
+    folder = runs_dir(store) / f"cli-{name}"
+    if not (resume and (folder / "job.json").exists()):
+        prepare_run(store, dataset, config, name, folder.name, nproc, out_dir)
+    with open(folder / "worker.log", "ab") as log:
+        done = subprocess.run(
+            worker_command(folder, resume, nproc),
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parents[1],
+            env=worker_env(),
+            check=False,
+        )
+    status = run_status(store, folder.name)
+    model = collect_run(store, status)
+    if model is None:
+        why = status.error or f"the workers exited with status {done.returncode}"
+        raise StoreError(f"distributed training did not finish: {why} (run folder {folder})")
+    return model, status.result
+
+
+def worker_command(folder: Path, resume: bool = False, nproc: int = 1) -> list[str]:
+    """The command line of a run's worker (under ``torchrun`` when ``nproc`` > 1)."""
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    return launcher + ["-m", "core.jobs", str(folder)] + (["--resume"] if resume else [])
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of a worker: this one, with passive OpenMP waiting."""
+    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
+def _spawn(folder: Path, resume: bool, nproc: int = 1) -> None:
     log = open(folder / "worker.log", "ab")  # noqa: SIM115 - handed to the child
-    args = [sys.executable, "-m", "core.jobs", str(folder)] + (["--resume"] if resume else [])
     proc = subprocess.Popen(
-        args,
+        worker_command(folder, resume, nproc),
         stdout=log,
         stderr=log,
         stdin=subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parents[1],
+        env=worker_env(),
         start_new_session=True,
     )
     (folder / "pid").write_text(str(proc.pid))
@@ -316,8 +395,9 @@ def _worker(folder: Path, resume: bool) -> int:
         vectors = torch.from_numpy(np.load(folder / "text_vectors.npy", allow_pickle=False))
     config = TrainConfig(**job["config"])
     stop_file = folder / "stop"
+    leader = int(os.environ.get("RANK", "0")) == 0
 
-    with open(folder / "progress.jsonl", "a") as out:
+    with open(folder / "progress.jsonl" if leader else os.devnull, "a") as out:
 
         def report(progress) -> None:
             out.write(json.dumps(progress.to_dict()) + "\n")
@@ -332,6 +412,8 @@ def _worker(folder: Path, resume: bool) -> int:
         except Exception as exc:  # reported to the app through the run folder
             (folder / "error.txt").write_text(f"{type(exc).__name__}: {exc}")
             raise
+    if not leader:
+        return 0
     if result.interrupted:
         (folder / "stopped").write_text("stopped")
         return 0
@@ -349,4 +431,7 @@ def _worker(folder: Path, resume: bool) -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    sys.exit(_worker(Path(sys.argv[1]), "--resume" in sys.argv[2:]))
+    code = _worker(Path(sys.argv[1]), "--resume" in sys.argv[2:])
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    sys.exit(code)

@@ -108,6 +108,10 @@ class PreferenceModel(nn.Module):
         self.config = config
         self.item_embeddings = nn.Embedding(config.vocab_size, config.hidden, padding_idx=0)
         self.encoder = BertModel(config.bert_config(), add_pooling_layer=False)
+        # Items come in as inputs_embeds from the item table; BERT's own (1-row) word
+        # embedding is never used, so it is not trained (DDP requires every trained
+        # weight to get a gradient).
+        self.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
         self.head = nn.Sequential(
             nn.Linear(config.hidden, config.hidden),
             nn.GELU(),

@@ -11,6 +11,13 @@ catalogues, sampled softmax over many shared negatives with logQ correction.
 Everything a run needs to continue lives in its run folder: a checkpoint is
 written after every epoch (safetensors + JSON, never pickle), and a stopped or
 killed run resumes from the last complete one.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop runs data-parallel with
+DistributedDataParallel (NCCL on GPUs, gloo on CPUs): every process draws the
+same batches and masks from the same seed and trains on its share of each
+batch's rows, with the loss weighted so that the averaged gradient is the one a
+single process would compute on the whole batch. Validation users are shared out
+too; rank 0 alone reports progress and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -27,8 +34,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from core.model import ModelConfig, PreferenceModel, append_mask
 from core.sequences import Sequences
@@ -99,6 +109,8 @@ class TrainConfig:
         eval_batch (int): users per validation batch.
         min_steps_per_epoch (int): small datasets repeat their windows (each copy masked
             afresh) so that an epoch has at least this many steps between validations.
+        causal (bool): train a left-to-right model instead (SASRec-style, the baseline of
+            :mod:`core.baselines`): every position predicts the next item, no masking.
     """
 
     preset: str = "fast"
@@ -125,6 +137,7 @@ class TrainConfig:
     text_encoder: str = "auto"
     eval_batch: int = 512
     min_steps_per_epoch: int = 50
+    causal: bool = False
 
     @classmethod
     def from_preset(cls, preset: str = "fast", **overrides) -> TrainConfig:
@@ -158,6 +171,7 @@ class TrainConfig:
             heads=self.heads,
             dropout=self.dropout,
             text_dim=text_dim,
+            causal=self.causal,
         )
 
 
@@ -307,6 +321,17 @@ def mask_batch(
     return inputs, mask
 
 
+def causal_batch(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Next-item targets for a left-to-right model: every item predicts the one after it.
+
+    Returns:
+        (inputs, mask, labels): ``windows`` without its last column, the positions that
+        have a next item, and ``windows`` without its first column.
+    """
+    inputs, labels = windows[:, :-1], windows[:, 1:]
+    return inputs, (inputs != 0) & (labels != 0), labels
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -359,7 +384,11 @@ def _count_above(
     # columns none of its rows needs (positions count from the right, so a trimmed
     # batch means the same); the mask token replaces the oldest column.
     n_cols = histories.shape[1]
-    needed = (histories[:, 1:] != 0).sum(1) + 1
+    causal = model.config.causal  # a left-to-right model reads the history as it is
+    if causal:
+        needed = np.maximum((histories != 0).sum(1), 1)
+    else:
+        needed = (histories[:, 1:] != 0).sum(1) + 1
     order = np.argsort(needed, kind="stable")
     ranks = np.empty(len(targets), dtype=np.int64)
     for start in range(0, len(targets), batch):
@@ -367,7 +396,7 @@ def _count_above(
         width = int(needed[rows].max())
         hist = torch.as_tensor(histories[rows], device=device).long()
         tgt = torch.as_tensor(targets[rows], device=device).long()
-        inputs = append_mask(hist, mask_index)[:, n_cols - width :]
+        inputs = (hist if causal else append_mask(hist, mask_index))[:, n_cols - width :]
         states = model.head(model.encode(inputs, table=table)[:, -1])
         target_logit = (states * table[tgt]).sum(1, keepdim=True) + bias[tgt, None]
         # Columns never counted, each once: the non-items, the target itself and,
@@ -464,14 +493,72 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: di
 # --------------------------------------------------------------------------- the loop
 
 
-def pick_device(spec: str = "auto") -> torch.device:
+def pick_device(spec: str = "auto", threads: int | None = None) -> torch.device:
     """CUDA when asked for or available (``auto``), else the CPU with all its cores."""
+    if spec not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown device {spec!r}: choose auto, cpu or cuda")
     if spec == "cuda" or (spec == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but no CUDA device is available")
         return torch.device("cuda")
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """This process's place in a data-parallel run (rank 0 of 1 when alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    def share(self, n: int) -> slice:
+        """This process's rows of a batch of ``n``: every ``world``-th from ``rank``."""
+        return slice(self.rank, n, self.world)
+
+    def any(self, *flags: bool) -> list[bool]:
+        """Each flag, true on any process (so that every process takes the same branch)."""
+        if self.world == 1:
+            return list(flags)
+        values = torch.tensor([float(f) for f in flags])
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in values]
+
+    def total(self, *values: float) -> list[float]:
+        """Sums of ``values`` over all processes."""
+        if self.world == 1:
+            return list(values)
+        summed = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(summed)
+        return summed.tolist()
+
+
+def join_cluster(spec: str = "auto") -> tuple[Cluster, torch.device]:
+    """The cluster and device of this process.
+
+    Alone, that is :func:`pick_device`. Started by ``torchrun`` (``WORLD_SIZE`` > 1),
+    it joins the process group (NCCL on GPUs, gloo on CPUs) and takes GPU
+    ``LOCAL_RANK``, or its share of the CPU cores.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Cluster(), pick_device(spec)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    cuda = spec == "cuda" or (spec == "auto" and torch.cuda.is_available())
+    if cuda:
+        pick_device("cuda")  # checks that there is one
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = pick_device("cpu", max(1, (os.cpu_count() or 1) // local_world))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Cluster(dist.get_rank(), dist.get_world_size()), device
 
 
 def _autocast(device: torch.device):
@@ -519,18 +606,36 @@ def train(
         The best-epoch model with its validation history.
     """
     started = time.perf_counter()
-    say = callback or (lambda p: None)
-    device = pick_device(config.device)
+    cluster, device = join_cluster(config.device)
+    stop_asked = False
+
+    def say(progress: Progress) -> None:
+        nonlocal stop_asked
+        if callback is not None and cluster.leader:
+            try:
+                callback(progress)
+            except StopTraining:
+                stop_asked = True  # acted on where every process agrees (cluster.any)
+
     generator = _seed_everything(config.seed)
     split = leave_one_out(seqs)
     windows = training_windows(split.train, config.max_len)
     if len(windows) == 0:
         raise ValueError("no user has 2 or more training events: nothing to learn from")
-    val_hist = split.train.padded(config.max_len - 1, split.val_users).astype(np.int64)
+    val_share = cluster.share(len(split.val_users))
+    val_users, val_targets = split.val_users[val_share], split.val_targets[val_share]
+    val_hist = split.train.padded(config.max_len - 1, val_users).astype(np.int64)
     model_config = config.model_config(
         seqs.n_items, 0 if text_vectors is None else int(text_vectors.shape[1])
     )
     model = PreferenceModel(model_config, text_vectors).to(device)
+    step_loss = _LossStep(model)
+    if cluster.world > 1:
+        step_loss = DistributedDataParallel(
+            step_loss,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,  # the only buffers (text vectors, masks) are constant
+        )
     unseen = np.flatnonzero(np.bincount(split.train.items, minlength=model_config.vocab_size) == 0)
     if text_vectors is not None and len(unseen):
         # Items without training events start from their text alone (cold start).
@@ -597,24 +702,35 @@ def train(
         for epoch in range(start_epoch, config.epochs):
             model.train()
             batches = length_bucketed_batches(window_lengths, config.batch, generator)
-            epoch_loss, epoch_started = 0.0, time.perf_counter()
+            epoch_loss, shared_loss, epoch_started = 0.0, 0.0, time.perf_counter()
             for step, idx in enumerate(batches):
                 global_step = epoch * steps_per_epoch + step
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * _lr_at(global_step, total_steps, warmup_steps)
                 width = int(window_lengths[idx].max())
                 batch = torch.as_tensor(windows[idx, config.max_len - width :])
-                inputs, mask = mask_batch(
-                    batch,
-                    model_config.mask_index,
-                    config.mask_prob,
-                    config.last_item_prob,
-                    generator,
+                if config.causal:
+                    inputs, mask, batch = causal_batch(batch)
+                else:
+                    inputs, mask = mask_batch(
+                        batch,
+                        model_config.mask_index,
+                        config.mask_prob,
+                        config.last_item_prob,
+                        generator,
+                    )
+                # Each process takes its share of the rows; weighting its mean loss by
+                # its share of the masked positions makes the gradient, averaged over
+                # the processes, the mean over the whole batch.
+                share = cluster.share(len(idx))
+                weight = float(mask[share].sum()) * cluster.world / float(mask.sum())
+                inputs, mask, batch = (
+                    inputs[share].to(device),
+                    mask[share].to(device),
+                    batch[share].to(device),
                 )
-                inputs, mask, batch = inputs.to(device), mask.to(device), batch.to(device)
                 with _autocast(device):
-                    loss = _step_loss(
-                        model,
+                    loss = step_loss(
                         inputs,
                         mask,
                         batch,
@@ -625,10 +741,11 @@ def train(
                         device,
                     )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight).backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
                 optimizer.step()
-                epoch_loss += float(loss.detach())
+                epoch_loss += float(loss.detach())  # this process's (for progress)
+                shared_loss += float(loss.detach()) * weight / cluster.world
                 seen_sequences += len(idx)
                 if (step + 1) % report_every == 0 or step + 1 == steps_per_epoch:
                     elapsed = time.perf_counter() - started
@@ -651,15 +768,25 @@ def train(
                             eta_s=remaining * config.batch / max(rate, 1e-9),
                         )
                     )
-                if config.time_budget and time.perf_counter() - started > config.time_budget:
+                over_budget = bool(
+                    config.time_budget and time.perf_counter() - started > config.time_budget
+                )
+                interrupt, over_budget = cluster.any(stop_asked, over_budget)
+                if interrupt:
+                    raise StopTraining
+                if over_budget:
                     break
-            ranks = _count_above(
-                model, val_hist, split.val_targets, device, config.eval_batch, cap=10
-            )
+            ranks = _count_above(model, val_hist, val_targets, device, config.eval_batch, cap=10)
             ndcg, hr = ndcg_hr_at(ranks, 10)
+            (shared_loss,) = cluster.total(shared_loss)  # the whole batches' mean loss
+            if cluster.world > 1:
+                ndcg_sum, hit_sum, n_val = cluster.total(
+                    ndcg * len(ranks), hr * len(ranks), len(ranks)
+                )
+                ndcg, hr = ndcg_sum / max(n_val, 1), hit_sum / max(n_val, 1)
             record = {
                 "epoch": epoch + 1,
-                "loss": epoch_loss / steps_per_epoch,
+                "loss": shared_loss / steps_per_epoch,
                 "val_ndcg@10": ndcg,
                 "val_hr@10": hr,
                 "seconds": time.perf_counter() - epoch_started,
@@ -670,7 +797,7 @@ def train(
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad_epochs += 1
-            if checkpoint:
+            if checkpoint and cluster.leader:
                 _save_run_checkpoint(
                     checkpoint,
                     model,
@@ -704,10 +831,12 @@ def train(
                     message=f"epoch {epoch + 1}: val NDCG@10 {ndcg:.4f}",
                 )
             )
-            if bad_epochs >= config.patience:
-                stopped_early = True
-                break
-            if config.time_budget and elapsed > config.time_budget:
+            interrupt, over_budget = cluster.any(
+                stop_asked, bool(config.time_budget and elapsed > config.time_budget)
+            )
+            if interrupt:
+                raise StopTraining
+            if bad_epochs >= config.patience or over_budget:
                 stopped_early = True
                 break
     except StopTraining:
@@ -739,6 +868,19 @@ def train(
         stopped_early,
         interrupted,
     )
+
+
+class _LossStep(nn.Module):
+    """The training loss as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: PreferenceModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs, mask, labels, *args) -> torch.Tensor:  # noqa: D102
+        if not mask.any():  # a process left without rows: a zero that reaches every weight
+            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+        return _step_loss(self.model, inputs, mask, labels, *args)
 
 
 def _step_loss(
