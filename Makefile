@@ -8,7 +8,7 @@ PORT   ?= 8501
 # The app binds to localhost; see README "Exposing the app" before changing this.
 ADDRESS ?= localhost
 
-.PHONY: run test setup setup-dev demo bench lint format clean
+.PHONY: run test setup setup-dev browser demo bench lint format clean
 
 setup: $(VENV)/.installed
 
@@ -31,7 +31,15 @@ run: setup
 	@(sleep 4; $(PY) -m webbrowser -t http://$(ADDRESS):$(PORT) >/dev/null 2>&1 || true) &
 	RECLENS_DB=$(DB) $(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS)
 
-test: setup-dev
+# The browser journey test drives Debian's Chromium (tests/test_browser.py); install it
+# when missing and possible (root with apt), else that one test is skipped with a reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ echo "installing chromium (for the browser test)"; \
+		  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		  || echo "warning: could not install chromium; the browser test will be skipped"; }
+
+test: setup-dev browser
 	$(PY) -m pytest -q
 
 demo: setup

@@ -168,6 +168,16 @@ def _run_panel(run: RunStatus) -> None:
 def runs_section() -> None:
     """Live view of the latest runs (polls the run folders every 2 s)."""
     runs = list_runs(get_store())[:5]
+    running = {r.run_id for r in runs if r.state == "running"}
+    was_running = st.session_state.get("runs_running", set())
+    st.session_state["runs_running"] = running
+    if was_running - running:
+        # A run just ended: refresh the whole page (the start form's warning, the
+        # saved models, the sidebar's model list), not only this fragment.
+        for run in runs:
+            if run.run_id in was_running:
+                collect_run(get_store(), run)
+        st.rerun(scope="app")
     st.subheader("Runs")
     if not runs:
         st.info("No training runs yet: start one above.")

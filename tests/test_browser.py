@@ -1,0 +1,200 @@
+"""The main journey in a real browser: headless Chromium against a running app.
+
+Upload a CSV (and an item file) through the file uploader, map and ingest it,
+train a small model with the fast preset, then open the interests, the
+recommendations and the metrics. A screenshot of every step is saved under
+``artifacts/screenshots/`` (git-ignored); any Streamlit exception box or browser
+console error fails the test.
+
+Needs Debian's ``chromium`` (``make test`` installs it when it can); skipped with
+the reason when no Chromium is found.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.demo import generate_demo
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = os.environ.get("RECLENS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="no Chromium (apt-get install chromium)"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A RecLens server on a fresh database (demo seeded, no automatic training)."""
+    home = tmp_path_factory.mktemp("browser")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "RECLENS_DB": str(home / "reclens.duckdb"),
+        "RECLENS_AUTOTRAIN": "0",
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
+    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py"]
+        + ["--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1"]
+        + ["--browser.gatherUsageStats=false", "--server.fileWatcherType=none"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                if reply.status == 200:
+                    break
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            pytest.fail("the app did not start:\n" + (home / "server.log").read_text()[-3000:])
+        time.sleep(0.5)
+    yield url
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def upload_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A behaviour log and an item file as an analyst would export them."""
+    folder = tmp_path_factory.mktemp("upload")
+    demo = generate_demo(n_users=250, n_items=150, seed=11)
+    events = folder / "shop_events.csv"
+    demo.events.rename(columns={"user_id": "customer", "item_id": "product"}).to_csv(
+        events, index=False
+    )
+    items = folder / "shop_items.csv"
+    catalog = demo.items.assign(categories=demo.items["categories"].map("|".join))
+    catalog.rename(columns={"item_id": "product"}).to_csv(items, index=False)
+    return events, items
+
+
+class Journey:
+    """One browser page plus the checks made after every step."""
+
+    def __init__(self, page, url: str) -> None:
+        self.page, self.url = page, url
+        self.console_errors: list[str] = []
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda exc: self.console_errors.append(str(exc)))
+        page.on("response", self._on_response)
+
+    @staticmethod
+    def _benign(url: str) -> bool:
+        """Streamlit's probe for its base path: opened at /data it first asks
+        /data/_stcore/health and host-config, gets 404 and falls back to /."""
+        path = url.split("://", 1)[-1].split("/", 1)[-1]
+        return path.count("/") >= 2 and path.endswith(("_stcore/health", "_stcore/host-config"))
+
+    def _on_console(self, msg) -> None:
+        if msg.type == "error" and not self._benign(msg.location.get("url", "")):
+            self.console_errors.append(f"{msg.text} ({msg.location.get('url')})")
+
+    def _on_response(self, response) -> None:
+        if response.status >= 400 and not self._benign(response.url):
+            self.console_errors.append(f"HTTP {response.status} {response.url}")
+
+    def open(self, path: str) -> None:
+        self.page.goto(f"{self.url}/{path}")
+        self.settle()
+
+    def settle(self, timeout: float = 60) -> None:
+        """Wait until the script has finished running (no 'Running...' indicator)."""
+        page = self.page
+        page.wait_for_selector('[data-testid="stApp"]', timeout=timeout * 1000)
+        deadline = time.monotonic() + timeout
+        quiet_since = None
+        while time.monotonic() < deadline:
+            running = page.locator('[data-testid="stStatusWidget"]').count() > 0
+            if running:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > 1.0:
+                return
+            time.sleep(0.2)
+
+    def check(self, name: str) -> None:
+        """Screenshot, then fail on an exception box or a console error."""
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        exceptions = self.page.locator('[data-testid="stException"]')
+        assert exceptions.count() == 0, f"{name}: {exceptions.first.inner_text()[:2000]}"
+        assert not self.console_errors, f"{name}: console errors {self.console_errors}"
+
+
+def test_main_journey_in_a_real_browser(app_url, upload_files) -> None:
+    events, items = upload_files
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        journey = Journey(page, app_url)
+
+        journey.open("")
+        page.get_by_text("RecLens").first.wait_for()
+        journey.check("01-home")
+
+        # Upload a behaviour log and an item file, keep the suggested mapping, ingest.
+        journey.open("data")
+        page.get_by_role("tab", name="Upload").click()
+        uploaders = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+        uploaders.nth(0).set_input_files(str(events))
+        journey.settle()
+        uploaders.nth(1).set_input_files(str(items))
+        journey.settle()
+        page.get_by_role("button", name="Ingest").click()
+        page.get_by_text("Loaded").first.wait_for(timeout=120_000)
+        journey.settle()
+        assert page.get_by_text("shop_events").count() > 0
+        journey.check("02-data-ingested")
+
+        # Train a small model on it with the fast preset, in the background.
+        journey.open("train")
+        page.get_by_text("Hyperparameters").click()
+        for label, value in (("Epochs", "2"), ("Hidden size", "32")):
+            field = page.get_by_label(label, exact=True)
+            field.fill(value)
+            field.press("Enter")
+            journey.settle()
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_role("button", name="Use this model").wait_for(timeout=300_000)
+        journey.check("03-train-finished")
+        page.get_by_role("button", name="Use this model").click()
+        journey.settle()
+
+        for n, path in enumerate(("interests", "recommendations", "metrics"), start=4):
+            journey.open(path)
+            journey.check(f"0{n}-{path}")
+        browser.close()
