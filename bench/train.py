@@ -8,7 +8,7 @@ Loads ``beauty.txt`` (``user item``, space-delimited, no header, file order = ti
 it back with ``core.sequences.load_sequences``, then:
 
 * for each loss mode, trains with ``core.train.train`` in the ``fast`` preset's shape
-  (max_len 50, hidden 64, 2 layers, 2 heads, batch 256, no text encoder) and reports
+  (max_len 50, hidden 64, 2 layers, 2 heads, batch 256, lr 3e-3, no text encoder) and reports
   steps/epoch, seconds/step, seconds/epoch (training steps alone, and validation +
   checkpoint separately), sequences/s, validation NDCG@10 of every epoch, the best
   one and the time to reach it, and the TEST NDCG@10/HR@10 of the best model: the
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--patience", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--lr", type=float, default=None, help="default: the preset's")
+    parser.add_argument("--lr", type=float, default=None, help="default 3e-3")
     parser.add_argument("--negatives", type=int, default=None, help="sampled mode (default 2048)")
     parser.add_argument("--mask-prob", type=float, default=None, help="default: TrainConfig's")
     parser.add_argument("--dropout", type=float, default=None, help="default: the preset's")
@@ -457,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             text_encoder="none",
             patience=args.patience,
-            lr=args.lr,
+            batch=256,  # the naive reference's batch, and the recorded figures'
+            lr=args.lr or 3e-3,
             negatives=args.negatives,
             mask_prob=args.mask_prob,
             dropout=args.dropout,
