@@ -45,7 +45,7 @@ from core.sequences import Sequences
 
 PRESETS: dict[str, dict] = {
     # Trains the demo dataset to good quality in well under a minute on 2 CPU cores
-    # (batch 128 at lr 5e-3: about 40% less work than 256 at 3e-3, and a better model).
+    # (batch 128 at lr 5e-3: half the work of 256 at 3e-3 for the same model; BENCHMARKS.md).
     "fast": dict(
         max_len=50,
         hidden=64,
