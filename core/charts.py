@@ -146,3 +146,349 @@ def training_curves(epochs: list[dict], title: str = "Training") -> go.Figure:
         **_LAYOUT,
     )
     return fig
+
+
+# ------------------------------------------------------------------ evaluation (Metrics page)
+
+_NAME_COLORS = px.colors.qualitative.Safe
+
+
+def _name_colors(names: list[str]) -> dict[str, str]:
+    """One colour per model/baseline name, the same in every chart of a page."""
+    return {n: _NAME_COLORS[i % len(_NAME_COLORS)] for i, n in enumerate(sorted(set(names)))}
+
+
+def metric_bars(frame: pd.DataFrame, metric: str, ranking: str = "full") -> go.Figure:
+    """One bar per model/baseline with its 95 % CI as error bars.
+
+    ``frame`` has ``name``, ``value``, ``low``, ``high`` and optionally ``marker`` (text
+    shown above a bar, e.g. a significance star); ``ranking`` is ``full`` or ``sampled``.
+    """
+    title = f"{metric} ({ranking} ranking, 95% CI)"
+    if frame.empty:
+        return _empty(title, "No results yet: run an evaluation.")
+    frame = frame.sort_values("value", ascending=False)
+    colors = _name_colors(list(frame["name"]))
+    fig = go.Figure(
+        go.Bar(
+            x=frame["name"],
+            y=frame["value"],
+            marker_color=[colors[n] for n in frame["name"]],
+            error_y=dict(
+                type="data",
+                symmetric=False,
+                array=(frame["high"] - frame["value"]).clip(lower=0),
+                arrayminus=(frame["value"] - frame["low"]).clip(lower=0),
+            ),
+            text=frame["marker"] if "marker" in frame else None,
+            textposition="outside",
+            hovertemplate="%{x}: %{y:.4f}<extra></extra>",
+        )
+    )
+    fig.update_layout(title=title, xaxis_title="model / baseline", yaxis_title=metric, **_LAYOUT)
+    return fig
+
+
+def metric_at_k(frame: pd.DataFrame, metric: str, ranking: str = "full") -> go.Figure:
+    """``metric``@K for every K, one line per model/baseline; ``frame`` has ``name``, ``k``,
+    ``value``."""
+    title = f"{metric}@K ({ranking} ranking)"
+    if frame.empty:
+        return _empty(title, "No results yet: run an evaluation.")
+    colors = _name_colors(list(frame["name"]))
+    fig = px.line(
+        frame.sort_values("k"),
+        x="k",
+        y="value",
+        color="name",
+        markers=True,
+        title=title,
+        color_discrete_map=colors,
+    )
+    fig.update_layout(
+        xaxis=dict(title="K (list length)", type="log", tickvals=sorted(frame["k"].unique())),
+        yaxis_title=f"{metric}@K",
+        legend_title_text="",
+        **_LAYOUT,
+    )
+    return fig
+
+
+def segment_chart(frame: pd.DataFrame, segment: str, metric: str) -> go.Figure:
+    """``metric`` per bucket of ``segment`` (history length, target popularity), grouped bars.
+
+    ``frame`` has ``name``, ``bucket``, ``order``, ``users`` and a ``value`` column.
+    """
+    title = f"{metric} by {segment} (full ranking)"
+    if frame.empty:
+        return _empty(title, "No results yet: run an evaluation.")
+    frame = frame.sort_values(["order", "name"])
+    users = frame.drop_duplicates("bucket").set_index("bucket")["users"]
+    labels = {b: f"{b}<br>({int(u):,} users)" for b, u in users.items()}
+    frame = frame.assign(label=frame["bucket"].map(labels))
+    fig = px.bar(
+        frame,
+        x="label",
+        y="value",
+        color="name",
+        barmode="group",
+        title=title,
+        color_discrete_map=_name_colors(list(frame["name"])),
+        hover_data={"users": True, "label": False},
+    )
+    fig.update_layout(
+        xaxis_title=f"{segment} bucket (users evaluated)",
+        yaxis_title=metric,
+        legend_title_text="",
+        **_LAYOUT,
+    )
+    return fig
+
+
+def beyond_accuracy(frame: pd.DataFrame, k: int) -> go.Figure:
+    """One small bar chart per beyond-accuracy metric (each has its own scale).
+
+    ``frame`` has ``name``, ``metric`` (display label) and ``value``.
+    """
+    from plotly.subplots import make_subplots
+
+    title = f"Beyond accuracy of the top-{k} lists (all users)"
+    if frame.empty:
+        return _empty(title, "No results yet: run an evaluation.")
+    metrics = list(dict.fromkeys(frame["metric"]))
+    colors = _name_colors(list(frame["name"]))
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics)
+    for col, metric in enumerate(metrics, start=1):
+        part = frame[frame["metric"] == metric]
+        fig.add_trace(
+            go.Bar(
+                x=part["name"],
+                y=part["value"],
+                marker_color=[colors[n] for n in part["name"]],
+                showlegend=False,
+                hovertemplate="%{x}: %{y:.4g}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+    fig.update_annotations(font_size=12)
+    fig.update_layout(title=title, **{**_LAYOUT, "height": 360})
+    return fig
+
+
+# --------------------------------------------------------------------------- interests
+
+
+def category_affinity(frame: pd.DataFrame, top: int = 12) -> go.Figure:
+    """The model's category affinity next to the history's own mix.
+
+    ``frame`` has ``category``, ``affinity`` (next-item probability mass) and
+    ``history_share`` (share of the history's events); the ``top`` by affinity are shown.
+    """
+    title = "Category affinity: model vs history"
+    if frame.empty:
+        return _empty(title, "The items of this dataset have no categories.")
+    shown = frame.sort_values("affinity", ascending=False).head(top)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            y=shown["category"],
+            x=shown["affinity"],
+            name="model: P(next item in category)",
+            orientation="h",
+            marker_color=ACCENT,
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            y=shown["category"],
+            x=shown["history_share"],
+            name="history: share of events",
+            orientation="h",
+            marker_color="#ADB5BD",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        barmode="group",
+        xaxis_title="share (0-1)",
+        yaxis_title="category",
+        yaxis_autorange="reversed",
+        legend=dict(orientation="h", y=-0.2),
+        **{**_LAYOUT, "height": max(330, 34 * len(shown) + 120)},
+    )
+    return fig
+
+
+def interest_drift(steps: pd.DataFrame, affinity: pd.DataFrame) -> go.Figure:
+    """Interest after every history step, with shift markers.
+
+    ``steps`` has ``step``, ``cosine_change``, ``is_shift`` (and ``title``/``item_id``,
+    ``dominant``); ``affinity`` is long: ``step``, ``category``, ``affinity`` (may be empty).
+    """
+    title = "Interest drift over the history"
+    if steps.empty:
+        return _empty(title, "This user has no history the model knows.")
+    from plotly.subplots import make_subplots
+
+    with_cats = not affinity.empty
+    fig = make_subplots(
+        rows=2 if with_cats else 1,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.65, 0.35] if with_cats else None,
+        vertical_spacing=0.08,
+    )
+    hover = steps["title"].where(steps["title"].astype(bool), steps["item_id"])
+    if with_cats:
+        for i, (category, part) in enumerate(affinity.groupby("category", sort=False)):
+            fig.add_trace(
+                go.Scatter(
+                    x=part["step"],
+                    y=part["affinity"],
+                    mode="lines",
+                    name=str(category),
+                    line=dict(color=px.colors.qualitative.Set2[i % 8]),
+                ),
+                row=1,
+                col=1,
+            )
+        fig.update_yaxes(title_text="P(next item in category)", row=1, col=1)
+    change_row = 2 if with_cats else 1
+    fig.add_trace(
+        go.Bar(
+            x=steps["step"],
+            y=steps["cosine_change"],
+            name="step change (1 - cosine)",
+            marker_color="#868E96",
+            hovertext=hover,
+        ),
+        row=change_row,
+        col=1,
+    )
+    shifts = steps[steps["is_shift"]]
+    for step in shifts["step"]:
+        fig.add_vline(x=float(step), line_dash="dash", line_color="#E8590C")
+    if not shifts.empty:
+        fig.add_trace(
+            go.Scatter(
+                x=shifts["step"],
+                y=shifts["cosine_change"].fillna(0),
+                mode="markers",
+                name="interest shift",
+                marker=dict(symbol="triangle-down", size=12, color="#E8590C"),
+                hovertext=shifts.get("dominant"),
+            ),
+            row=change_row,
+            col=1,
+        )
+    fig.update_yaxes(title_text="1 - cosine", row=change_row, col=1)
+    fig.update_xaxes(title_text="history step (event number)", row=change_row, col=1)
+    fig.update_layout(
+        title=title + (f" ({len(shifts)} shift(s))" if len(shifts) else ""),
+        legend=dict(orientation="h", y=-0.25),
+        **{**_LAYOUT, "height": 460 if with_cats else 330},
+    )
+    return fig
+
+
+def user_map(points: pd.DataFrame, selected: str | None = None, method: str = "pca") -> go.Figure:
+    """Every user's interest vector projected to 2D, coloured by segment.
+
+    ``points`` has ``user_id``, ``x``, ``y``, ``segment`` and ``dominant``; ``selected``
+    (a user id) is drawn as a large star. Each point carries its user id as customdata.
+    """
+    title = f"Map of users' interests ({method.upper()}, coloured by segment)"
+    if points.empty:
+        return _empty(title, "No users yet.")
+    scatter = go.Scattergl if len(points) > 5000 else go.Scatter
+    fig = go.Figure()
+    palette = px.colors.qualitative.Set2 + px.colors.qualitative.Pastel1
+    for seg, part in points.groupby("segment", sort=True):
+        fig.add_trace(
+            scatter(
+                x=part["x"],
+                y=part["y"],
+                mode="markers",
+                name=f"segment {seg}",
+                marker=dict(size=5, color=palette[int(seg) % len(palette)], opacity=0.75),
+                customdata=part[["user_id"]].to_numpy(),
+                hovertext=part["user_id"] + " · " + part["dominant"].astype(str),
+                hoverinfo="text",
+            )
+        )
+    if selected is not None and (points["user_id"] == selected).any():
+        me = points[points["user_id"] == selected]
+        fig.add_trace(
+            go.Scatter(
+                x=me["x"],
+                y=me["y"],
+                mode="markers",
+                name=f"user {selected}",
+                marker=dict(size=18, symbol="star", color="#E8590C", line=dict(width=1)),
+                customdata=me[["user_id"]].to_numpy(),
+                hovertext=me["user_id"],
+                hoverinfo="text",
+            )
+        )
+    axis = "PC" if method == "pca" else "UMAP "
+    fig.update_layout(
+        title=title,
+        xaxis_title=f"{axis}1 (interest vector projection)",
+        yaxis_title=f"{axis}2",
+        legend=dict(orientation="h", y=-0.2),
+        **{**_LAYOUT, "height": 480},
+    )
+    return fig
+
+
+def explanation_bars(
+    frame: pd.DataFrame, title: str = "Why: history items by contribution"
+) -> go.Figure:
+    """Occlusion contributions; ``frame`` has ``label`` and ``contribution`` (probability)."""
+    if frame.empty:
+        return _empty(title, "An empty history: nothing to attribute.")
+    colors = ["#2B8A3E" if c >= 0 else "#C92A2A" for c in frame["contribution"]]
+    fig = go.Figure(
+        go.Bar(x=frame["contribution"], y=frame["label"], orientation="h", marker_color=colors)
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title="score change when removed (probability points)",
+        yaxis_title="history item",
+        yaxis_autorange="reversed",
+        **{**_LAYOUT, "height": max(220, 26 * len(frame) + 110)},
+    )
+    return fig
+
+
+def history_timeline(frame: pd.DataFrame) -> go.Figure:
+    """A user's events in order: ``pos``, ``title``/``item_id``, ``category``, ``event_type``.
+
+    The y axis is the item's first category (or "no category"); colour is the event type.
+    """
+    title = "History timeline"
+    if frame.empty:
+        return _empty(title, "No events for this user.")
+    data = frame.copy()
+    data["category"] = data["category"].fillna("").replace("", "(no category)")
+    data["event_type"] = data["event_type"].fillna("event").astype(str)
+    data["label"] = data["title"].fillna(data["item_id"]).astype(str)
+    use_time = "time" in data and data["time"].notna().all()
+    fig = px.scatter(
+        data,
+        x="time" if use_time else "pos",
+        y="category",
+        color="event_type",
+        hover_name="label",
+        hover_data={"item_id": True, "pos": True},
+        title=title,
+    )
+    fig.update_traces(marker=dict(size=9, opacity=0.8))
+    fig.update_layout(
+        xaxis_title="time" if use_time else "event number",
+        yaxis_title="item category",
+        legend_title_text="event type",
+        **{**_LAYOUT, "height": max(300, 28 * data["category"].nunique() + 140)},
+    )
+    return fig

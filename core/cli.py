@@ -372,13 +372,13 @@ def _cmd_models(store: Store, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    from core.jobs import resolve_model
-    from core.recommend import encode_history, recommend
-
     if args.k <= 0:
         raise UsageError("--k must be positive")
     if args.user is None and args.history is None:
         raise UsageError("give --user USER_ID, or --history ITEM,ITEM,... (or both)")
+    from core.jobs import resolve_model
+    from core.recommend import encode_history, recommend
+
     saved = resolve_model(store, args.model)
     for warning in saved.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -441,20 +441,24 @@ def _cmd_interests(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_export(store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    from core.jobs import resolve_model
-    from core.recommend import export_format, export_top_k, load_model_data
-
     if args.k <= 0:
         raise UsageError("--k must be positive")
-    try:
-        export_format(args.out)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    if not args.out.lower().endswith((".parquet", ".pq", ".csv")):
+        raise UsageError(f"{args.out}: the export file must end in .parquet or .csv")
+    from core.jobs import resolve_model
+    from core.recommend import export_top_k, load_model_data
+
     saved = resolve_model(store, args.model)
     for warning in saved.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     data = load_model_data(store, saved)
-    result = export_top_k(data, args.out, k=args.k, exclude_seen=not args.include_seen)
+    result = export_top_k(
+        data,
+        args.out,
+        k=args.k,
+        exclude_seen=not args.include_seen,
+        progress=_progress_printer(args.json),
+    )
     return {"model": saved.name, **result}
 
 
@@ -577,11 +581,20 @@ def _print_error(message: str) -> None:
     print("error: " + " ".join(message.split()), file=sys.stderr)
 
 
+def _loaded_errors() -> tuple[type[Exception], ...]:
+    """User-error types of the heavy modules (torch), only once a command has imported them:
+    an error of a module not loaded cannot have been raised, and ``ingest`` or ``datasets``
+    start in a second instead of ten."""
+    found = []
+    for module, name in (("core.checkpoint", "CheckpointError"), ("core.text", "TextEncoderError")):
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    from core.checkpoint import CheckpointError
     from core.ingest import IngestError
-    from core.text import TextEncoderError
 
     try:
         args = _parser().parse_args(argv)
@@ -600,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "evaluate": _cmd_evaluate,
         }[args.command]
         result = handler(store, args)
-    except (UsageError, StoreError, IngestError, CheckpointError, TextEncoderError) as exc:
+    except (UsageError, StoreError, IngestError, *_loaded_errors()) as exc:
         _print_error(str(exc))
         return 2
     except OSError as exc:  # an unreadable file or folder named on the command line

@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 DEFAULT_DB = Path("data") / "reclens.duckdb"
 SCHEMA_VERSION = 1
@@ -339,12 +341,21 @@ class Store:
             )
         if current == SCHEMA_VERSION:
             return current
-        with self.transaction() as cur:
-            for script in _MIGRATIONS[current:]:
-                cur.execute(script)
-            cur.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-            )
+        try:
+            with self.transaction() as cur:
+                for script in _MIGRATIONS[current:]:
+                    cur.execute(script)
+                cur.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                    [str(SCHEMA_VERSION)],
+                )
+        except duckdb.Error as exc:  # rolled back: the file is as it was
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(
+                f"cannot bring the database {self.path} from schema version {current} to "
+                f"{SCHEMA_VERSION} ({reason}); if it is not a RecLens database (another "
+                "program's DuckDB file), point --db at another file"
+            ) from None
         return SCHEMA_VERSION
 
     # ---- the catalogue
@@ -922,6 +933,51 @@ class Store:
             )
             cur.unregister("new_vectors")
 
+    def vector_matrix(self, kind: str, owner: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Every cached vector of ``kind`` by ``owner``: (sorted keys, float32 matrix) or None."""
+        cur = self._con.cursor()
+        try:
+            table = cur.sql(
+                """SELECT key, vector FROM vectors WHERE kind = $kind AND owner = $owner
+                   ORDER BY key""",
+                params={"kind": kind, "owner": owner},
+            ).to_arrow_table()
+        finally:
+            cur.close()
+        if table.num_rows == 0:
+            return None
+        keys = np.asarray(table.column("key").to_numpy(zero_copy_only=False), dtype=object)
+        lists = table.column("vector").combine_chunks()
+        flat = lists.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        return keys, flat.reshape(table.num_rows, -1)
+
+    def replace_vector_matrix(
+        self, kind: str, owner: str, keys: Sequence[str], matrix: np.ndarray, stale_prefix: str
+    ) -> None:
+        """Cache one vector per key (rows of ``matrix``) under ``owner``, in one transaction.
+
+        Also drops every vector of ``kind`` whose owner starts with ``stale_prefix``
+        (older versions of the same model), so the cache holds one version per model.
+        """
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        vectors = pa.FixedSizeListArray.from_arrays(
+            pa.array(matrix.reshape(-1)), matrix.shape[1]
+        ).cast(pa.list_(pa.float32()))
+        frame = pa.table({"key": pa.array(list(keys), pa.string()), "vector": vectors})
+        with self.transaction() as cur:
+            cur.execute(
+                "DELETE FROM vectors WHERE kind = ? AND (owner = ? OR starts_with(owner, ?))",
+                [kind, owner, stale_prefix],
+            )
+            cur.register("new_vector_matrix", frame)
+            try:
+                cur.execute(
+                    "INSERT INTO vectors SELECT ?, ?, key, vector FROM new_vector_matrix",
+                    [kind, owner],
+                )
+            finally:
+                cur.unregister("new_vector_matrix")
+
     def catalog_only_items(self, dataset_id: int) -> list[str]:
         """Items of the item file that no event mentions (cold-start items), by id."""
         return [
@@ -1001,6 +1057,70 @@ class Store:
             known = ", ".join(m.name for m in self.list_models()) or "none yet"
             raise StoreError(f"no model called {name!r}; the models are: {known}")
         return info
+
+    # ---- evaluations (core.evaluate)
+
+    def save_evaluation(
+        self,
+        evaluation_id: str,
+        model_name: str,
+        dataset_id: int,
+        settings: dict,
+        metrics: dict,
+        segments: list | dict | None,
+    ) -> None:
+        """Record one model's (or baseline's) evaluation; ``settings["run_id"]`` groups a run."""
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM evaluations WHERE evaluation_id = ?", [evaluation_id])
+            cur.execute(
+                "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
+                [
+                    evaluation_id,
+                    model_name,
+                    dataset_id,
+                    json.dumps(settings, default=str),
+                    json.dumps(metrics, default=str),
+                    json.dumps(segments, default=str),
+                ],
+            )
+
+    def list_evaluations(
+        self, dataset_id: int | None = None, run_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Stored evaluations (of one dataset and/or one run), newest first, JSON decoded."""
+        sql = (
+            "SELECT evaluation_id, model_name, dataset_id, settings, metrics, segments, created "
+            "FROM evaluations WHERE (? IS NULL OR dataset_id = ?) "
+            "AND (? IS NULL OR json_extract_string(settings, '$.run_id') = ?) "
+            "ORDER BY created DESC, evaluation_id"
+        )
+        rows = self.cursor().execute(sql, [dataset_id, dataset_id, run_id, run_id]).fetchall()
+        return [
+            {
+                "evaluation_id": r[0],
+                "model_name": r[1],
+                "dataset_id": r[2],
+                "settings": json.loads(r[3]),
+                "metrics": json.loads(r[4]),
+                "segments": json.loads(r[5]) if r[5] is not None else None,
+                "created": r[6],
+            }
+            for r in rows
+        ]
+
+    def event_times_arrow(self, dataset_id: int):
+        """Every event's time in the order of :meth:`sequences_arrow` (users by id, events
+        by ``pos``): an Arrow table (user_id, times: list<double> of Unix seconds, null
+        when the dataset has no time)."""
+        cur = self._con.cursor()
+        try:
+            return cur.sql(
+                """SELECT user_id, list(epoch(ts) ORDER BY pos) AS times
+                   FROM events WHERE dataset_id = $dataset GROUP BY user_id ORDER BY user_id""",
+                params={"dataset": dataset_id},
+            ).to_arrow_table()
+        finally:
+            cur.close()
 
     def planted_frame(self, dataset_id: int) -> pd.DataFrame:
         """Planted interests of a generated dataset (empty for uploaded data)."""

@@ -1,17 +1,223 @@
-"""Metrics page: a placeholder until its issue lands."""
+"""Metrics page: honest full-ranking evaluation of saved models against strong baselines.
 
+UI only: the evaluation is :func:`core.evaluate.run`, the figures :mod:`core.charts`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
 import streamlit as st
 
+from core import charts
+from core import evaluate as ev
+from core.baselines import BASELINES, DESCRIPTIONS, FAST_BASELINES
+from core.checkpoint import CheckpointError
+from core.store import StoreError
+from pages.common import ACTIVE_MODEL, fmt_int, get_store, md_escape, require_dataset
+
+RUN_KEY = "metrics_run_id"
+METRICS = {"NDCG": "ndcg", "HR": "hr", "Recall": "recall", "Precision": "precision"}
+
+
+def run_section(info) -> None:
+    """Pick models, baselines and the protocol; run an evaluation with progress."""
+    store = get_store()
+    names = [m.name for m in store.list_models(info.name)]
+    active = st.session_state.get(ACTIVE_MODEL)
+    with st.container(border=True):
+        st.subheader("Run an evaluation")
+        cols = st.columns(2)
+        models = cols[0].multiselect(
+            "Models",
+            names,
+            default=[active] if active in names else names[:1],
+            key="eval_models",
+            help="Saved models of this dataset (train more on the Train page).",
+        )
+        baselines = cols[1].multiselect(
+            "Baselines",
+            list(BASELINES),
+            default=list(FAST_BASELINES),
+            key="eval_baselines",
+            format_func=lambda b: f"{b}: {DESCRIPTIONS[b]}",
+            help="Each is fitted on the same training data as the models. sasrec trains a "
+            "causal Transformer with the first model's settings (as long as that model took).",
+        )
+        with st.expander("Protocol"):
+            p = st.columns(4)
+            split = p[0].radio(
+                "Split",
+                ["loo", "time"],
+                format_func=lambda s: {"loo": "leave-one-out", "time": "temporal"}[s],
+                key="eval_split",
+                disabled=not info.has_time,
+                help="Leave-one-out: each user's last item is the test target. Temporal: "
+                "train before a cut-off time, test on each user's next item after it "
+                "(needs timestamps).",
+            )
+            k = p[1].selectbox("K", list(ev.KS), index=2, key="eval_k")
+            include_seen = p[2].checkbox(
+                "Rank the user's own items too",
+                key="eval_include_seen",
+                help="By default items the user already interacted with are not ranked.",
+            )
+            sampled = p[3].number_input(
+                "Sampled negatives (0 = off)",
+                0,
+                10_000,
+                0,
+                step=50,
+                key="eval_sampled",
+                help="Also report metrics against N negatives sampled by popularity, as "
+                "many papers do. They flatter every model and are always labelled sampled.",
+            )
+        if not st.button("Run evaluation", type="primary", key="run_eval"):
+            return
+    if not models and not baselines:
+        st.warning("Pick at least one model or baseline.")
+        return
+    with st.status("Evaluating…", expanded=True) as status:
+        bar = st.progress(0.0, text="starting…")
+        try:
+            result, warnings = ev.run(
+                store,
+                models=models,
+                dataset=info.name,
+                baselines=baselines,
+                config=ev.EvalConfig(
+                    split=split, k=int(k), exclude_seen=not include_seen, sampled=int(sampled)
+                ),
+                progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m),
+            )
+        except (ValueError, StoreError, CheckpointError) as exc:
+            status.update(label="Evaluation failed", state="error")
+            st.error(md_escape(str(exc)))
+            return
+        for warning in warnings:
+            st.warning(md_escape(warning))
+        status.update(
+            label=f"Evaluated {len(result.results)} models and baselines on "
+            f"{fmt_int(result.settings['users_evaluated'])} users",
+            state="complete",
+        )
+    st.session_state[RUN_KEY] = result.settings["run_id"]
+
+
+def pick_run(info) -> ev.Evaluation | None:
+    """The stored run to show: the one just made, or one picked from the list."""
+    runs = ev.stored_runs(get_store(), info.dataset_id)
+    if runs.empty:
+        st.info("No evaluations of this dataset yet: run one above.")
+        return None
+    ids = list(runs["run_id"])
+    labels = {
+        r.run_id: f"{r.created:%Y-%m-%d %H:%M:%S} · {r.split} · {', '.join(r.scorers)}"
+        for r in runs.itertuples()
+    }
+    wanted = st.session_state.get(RUN_KEY)
+    run_id = st.selectbox(
+        "Stored evaluation",
+        ids,
+        index=ids.index(wanted) if wanted in ids else 0,
+        format_func=labels.get,
+        key="eval_pick",
+    )
+    return ev.load(get_store(), run_id)
+
+
+def results_section(result: ev.Evaluation) -> None:
+    settings = result.settings
+    k = settings["k"]
+    st.markdown(f"**Protocol:** {md_escape(ev.describe(settings))}")
+    for note in settings.get("notes", []) + settings.get("warnings", []):
+        st.caption(md_escape(note))
+    st.caption(
+        f"Confidence intervals: {settings['ci']}. Significance: {settings['significance']}"
+        + (
+            f"; best baseline: {md_escape(settings['best_baseline'])}"
+            if "best_baseline" in settings
+            else ""
+        )
+        + ". Ties are counted as their expected position."
+    )
+    table = result.table(k)
+    st.dataframe(table, hide_index=True, key="eval_table")
+    st.download_button(
+        "Download all metrics (CSV)",
+        result.long_frame().to_csv(index=False).encode(),
+        file_name=f"reclens-evaluation-{settings.get('run_id', 'run')}.csv",
+        mime="text/csv",
+        key="eval_csv",
+    )
+
+    long = result.long_frame()
+    label = st.radio("Metric", list(METRICS), horizontal=True, key="eval_metric")
+    metric = METRICS[label]
+    cols = st.columns(2)
+    bars = long[(long["metric"] == metric) & (long["k"] == k) & (long["ranking"] == "full")]
+    stars = {
+        name: "*" if res.get("significance", {}).get("significant") else ""
+        for name, res in result.results.items()
+    }
+    bars = bars.assign(marker=bars["name"].map(stars))
+    cols[0].plotly_chart(charts.metric_bars(bars, f"{label}@{k}"), key="eval_bars")
+    curve = long[(long["metric"] == metric) & (long["ranking"] == "full") & long["k"].notna()]
+    cols[1].plotly_chart(charts.metric_at_k(curve, label), key="eval_curve")
+    if settings.get("sampled"):
+        sampled = long[(long["metric"] == metric) & (long["ranking"] == "sampled")]
+        cols = st.columns(2)
+        cols[0].plotly_chart(
+            charts.metric_bars(sampled[sampled["k"] == k], f"{label}@{k}", ranking="sampled"),
+            key="eval_sampled_bars",
+        )
+        cols[1].plotly_chart(
+            charts.metric_at_k(sampled[sampled["k"].notna()], label, ranking="sampled"),
+            key="eval_sampled_curve",
+        )
+    st.caption("* significantly different from the best baseline (p < 0.05).")
+
+    st.subheader("By user segment")
+    segments = result.segment_frame()
+    cols = st.columns(2)
+    for col, segment in zip(cols, ("history length", "target popularity"), strict=True):
+        part = (
+            segments[segments["segment"] == segment].rename(columns={f"ndcg@{k}": "value"})
+            if not segments.empty
+            else pd.DataFrame(columns=["name", "bucket", "order", "users", "value"])
+        )
+        col.plotly_chart(
+            charts.segment_chart(part, segment, f"NDCG@{k}"), key=f"eval_seg_{segment}"
+        )
+
+    st.subheader("Beyond accuracy")
+    beyond = long[long["metric"].isin(ev.BEYOND_METRICS) & (long["k"] == k)]
+    beyond = beyond.assign(metric=beyond["metric"].map(ev.METRIC_LABELS))
+    st.plotly_chart(charts.beyond_accuracy(beyond, k), key="eval_beyond")
+    basis = settings.get("diversity_basis")
+    st.caption(
+        "Coverage: share of items in anyone's list. Gini: inequality of exposure (0 = even). "
+        "Novelty: mean self-information of recommended items (bits). Diversity: mean pairwise "
+        f"dissimilarity inside a list ({md_escape(basis) if basis else 'not available'}). "
+        "Avg. recommended popularity: mean training events of recommended items."
+    )
+
+    models = [n for n, r in result.results.items() if r.get("kind") == "model"]
+    if models:
+        st.subheader("Training")
+        name = st.selectbox("Model", models, key="eval_curve_model")
+        info = get_store().find_model(name)
+        history = ev.model_history(info.path) if info else []
+        st.plotly_chart(charts.training_curves(history, f"Training of {name}"), key="eval_training")
+
+
+info = require_dataset()
 st.title("Metrics")
-st.info(
-    "**Coming next.** Honest full-ranking evaluation needs a trained model; it lands after the Train page.",
-    icon=":material/construction:",
+st.caption(
+    f"How well do models predict each user's next item on **{md_escape(info.name)}** "
+    f"({fmt_int(info.n_users)} users, {fmt_int(info.n_items)} items)? Full ranking over "
+    "every item by default, against baselines fitted on the same training data."
 )
-st.markdown(
-    """
-What this page will do:
-- evaluate models with full-ranking leave-one-out (HR, NDCG, MRR, Recall, coverage, novelty, diversity) and bootstrap confidence intervals;
-- compare them with strong baselines (most popular, ItemKNN, Markov, EASE, SASRec-style Transformer);
-- break results down by history length and item popularity, as Plotly charts.
-"""
-)
+run_section(info)
+chosen = pick_run(info)
+if chosen is not None:
+    results_section(chosen)

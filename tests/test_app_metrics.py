@@ -1,0 +1,99 @@
+"""AppTest of the Metrics page: run an evaluation with baselines and a model, load it back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from core.jobs import train_dataset
+from core.store import open_store
+from core.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 180
+
+
+@pytest.fixture(autouse=True)
+def navigation_mode(monkeypatch) -> None:
+    """Run every AppTest rerun through app.py, as the real server does (see test_app.py)."""
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch) -> AppTest:
+    """The app on a fresh database file (seeded with the demo on first start)."""
+    monkeypatch.setenv("RECLENS_DB", str(tmp_path / "app.duckdb"))
+    monkeypatch.setenv("RECLENS_HOME", str(tmp_path))
+    monkeypatch.setenv("RECLENS_AUTOTRAIN", "0")  # tests start their own runs
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _metrics_page(app: AppTest) -> AppTest:
+    app.switch_page("pages/metrics.py").run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_baselines_alone_run_and_show_labelled_results(app: AppTest) -> None:
+    app = _metrics_page(app)
+    assert app.title[0].value == "Metrics"
+    assert any("No evaluations" in i.value for i in app.info)
+    app.multiselect(key="eval_baselines").set_value(["pop", "markov"]).run()
+    app.button(key="run_eval").click().run()
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+    protocol = next(m.value for m in app.markdown if m.value.startswith("**Protocol:**"))
+    assert "leave-one-out" in protocol and "full ranking" in protocol
+    assert "3,000 users evaluated" in protocol
+    table = next(d.value for d in app.dataframe if "ndcg@10" in d.value.columns)
+    assert set(table["name"]) == {"pop", "markov"}
+    assert (table["ndcg@10 low"] <= table["ndcg@10"]).all()
+    assert len(app.get("plotly_chart")) >= 5
+    assert app.get("download_button")
+    # the run is stored: a fresh session lists it and loads it
+    runs = open_store().list_evaluations()
+    assert {r["model_name"] for r in runs} == {"pop", "markov"}
+
+
+def test_a_model_is_compared_with_significance_and_sampled_labels(app: AppTest) -> None:
+    config = TrainConfig.from_preset(
+        "fast",
+        epochs=1,
+        hidden=16,
+        layers=1,
+        max_len=20,
+        text_encoder="none",
+        min_steps_per_epoch=1,
+    )
+    train_dataset(open_store(), "demo", config, name="tiny-eval")
+    app.run()
+    app = _metrics_page(app)
+    assert app.multiselect(key="eval_models").value == ["tiny-eval"]
+    app.multiselect(key="eval_baselines").set_value(["pop"]).run()
+    app.number_input(key="eval_sampled").set_value(100).run()
+    app.button(key="run_eval").click().run()
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+    table = next(d.value for d in app.dataframe if "ndcg@10" in d.value.columns)
+    row = table.set_index("name").loc["tiny-eval"]
+    assert "vs pop" in row["vs best baseline"]
+    assert "sampled ndcg@10" in table.columns
+    protocol = next(m.value for m in app.markdown if m.value.startswith("**Protocol:**"))
+    assert "sampled figures: 100 negatives" in protocol
+    # the chosen model's training curve is shown
+    assert app.selectbox(key="eval_curve_model").value == "tiny-eval"
