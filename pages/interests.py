@@ -1,17 +1,186 @@
-"""Interests page: a placeholder until its issue lands."""
+"""Interests page: what the model believes each user wants, how it moved, where they sit."""
+
+from __future__ import annotations
 
 import streamlit as st
 
-st.title("Interests")
-st.info(
-    "**Coming next.** Inspecting users' interest vectors needs a trained model; it lands after the Train page.",
-    icon=":material/construction:",
+from core import charts, interests
+from pages.common import fmt_int, get_store, md_escape, require_dataset
+from pages.insights import (
+    SELECTED_USER,
+    current_user,
+    interest_vectors,
+    planted,
+    require_model,
+    user_map,
+    user_search,
 )
-st.markdown(
-    """
-What this page will do:
-- show what the model believes each user wants next, as category affinities;
-- chart how that belief drifts over the user's history and mark the points where interests shifted;
-- place the user on a map of all users, with interest segments and nearest neighbours.
-"""
+
+MAP_KEY = "interests_map"
+
+info = require_dataset()
+st.title("Interests")
+data, name, created = require_model()
+st.caption(
+    f"Model **{md_escape(name)}** on **{md_escape(info.name)}**. A user's interest vector is "
+    "the model's state at a mask placed after their history: the representation that "
+    "predicts their next item."
+)
+
+cols = st.columns([1, 1, 1])
+level = cols[0].radio(
+    "Categories",
+    ["all", "main"],
+    horizontal=True,
+    key="interests_level",
+    format_func=lambda v: "every category" if v == "all" else "first (main) only",
+    help="'first only' counts each item for its first listed category",
+    disabled=not data.catalog.has_categories,
+)
+k = cols[1].slider("Segments (k-means)", 2, 16, 8, key="interests_k")
+methods = ["pca", "umap"] if interests.umap_available() else ["pca"]
+method = cols[2].selectbox("Projection", methods, key="interests_method", format_func=str.upper)
+
+vectors = interest_vectors(name, created)
+umap_ = user_map(name, created, k, method, level)
+points = umap_.points
+
+# --------------------------------------------------------------------------- choose a user
+st.subheader("Choose a user")
+
+
+def _select_from_map() -> None:
+    """A click on the map picks the user of the clicked point."""
+    event = st.session_state.get(MAP_KEY)
+    points_ = (event or {}).get("selection", {}).get("points", [])
+    if not points_:
+        return
+    custom = points_[0].get("customdata")
+    user = custom[0] if isinstance(custom, list | tuple) and custom else custom
+    if user is not None and data.user_number(str(user)) is not None:
+        st.session_state[SELECTED_USER] = str(user)
+
+
+def _select_from_segment() -> None:
+    choice = st.session_state.get("interests_segment_user")
+    if choice:
+        st.session_state[SELECTED_USER] = choice
+
+
+left, right = st.columns([1, 2])
+with left:
+    user_search(data, "interests_search")
+    segment = st.selectbox(
+        "…or pick from a segment",
+        list(umap_.segments["segment"]),
+        key="interests_segment",
+        format_func=lambda s: f"segment {s} ({fmt_int(umap_.segments.at[s, 'users'])} users)",
+    )
+    members = points.loc[points["segment"] == segment, "user_id"].head(500).tolist()
+    st.selectbox(
+        "User of the segment",
+        members,
+        index=None,
+        key="interests_segment_user",
+        on_change=_select_from_segment,
+        placeholder="choose a user",
+    )
+    st.caption("…or click a point on the map.")
+user = current_user(data)
+with right:
+    st.plotly_chart(
+        charts.user_map(points, selected=user, method=method),
+        key=MAP_KEY,
+        on_select=_select_from_map,
+        selection_mode="points",
+    )
+
+history = data.history_ids(user)
+row = points[points["user_id"] == user]
+seg = int(row["segment"].iloc[0]) if len(row) else None
+st.subheader(f"User {md_escape(user)}")
+m = st.columns(4)
+m[0].metric("Events", fmt_int(len(history)))
+m[1].metric("Distinct items", fmt_int(len(set(history))))
+m[2].metric("Segment", "—" if seg is None else str(seg))
+m[3].metric(
+    "Dominant category",
+    str(row["dominant"].iloc[0]) if len(row) and row["dominant"].iloc[0] else "—",
+)
+
+# --------------------------------------------------------------------------- planted (demo)
+truth = planted(name, created)
+if not truth.empty:
+    mine = truth[truth["user_id"] == user]
+    rate = float(truth["match"].mean())
+    with st.container(border=True):
+        st.markdown(
+            f"**Planted vs recovered** (generated data): for **{rate:.0%}** of users the "
+            "dominant recovered category equals the planted final interest."
+        )
+        if len(mine):
+            r = mine.iloc[0]
+            c = st.columns(3)
+            c[0].metric("Planted interests", str(r["planted"]))
+            c[1].metric("Planted final interest", str(r["planted_final"]))
+            c[2].metric(
+                "Recovered (end of history)",
+                str(r["recovered"]),
+                delta="match" if r["match"] else "differs",
+                delta_color="normal" if r["match"] else "inverse",
+            )
+
+# --------------------------------------------------------------------------- the user
+events = get_store().user_events(data.dataset_id, user, limit=500)
+if not events.empty:
+    events["category"] = [c[0] if c is not None and len(c) else "" for c in events["categories"]]
+st.plotly_chart(charts.history_timeline(events), key="interests_timeline")
+with st.expander("The events"):
+    shown = events.drop(columns=["categories"], errors="ignore")
+    st.dataframe(shown, hide_index=True)
+
+a, b = st.columns(2)
+with a:
+    aff = interests.affinity_frame(data, history, level)
+    st.plotly_chart(charts.category_affinity(aff), key="interests_affinity")
+with b:
+    drift = interests.drift(data, history, level)
+    st.plotly_chart(charts.interest_drift(drift.steps, drift.affinity), key="interests_drift")
+    shifts = drift.steps[drift.steps["is_shift"]]
+    if len(shifts):
+        st.caption(
+            "Shifts: "
+            + "; ".join(
+                f"step {int(s.step)} → {md_escape(s.dominant)}" for s in shifts.itertuples()
+            )
+            + f". A shift is where the dominant category changes and then holds for "
+            f"{interests.SHIFT_PERSIST}+ steps."
+        )
+    else:
+        st.caption(
+            "No shift: the dominant category never changed for "
+            f"{interests.SHIFT_PERSIST}+ steps in a row."
+        )
+
+n1, n2 = st.columns(2)
+vector = vectors.matrix[data.user_number(user)]
+with n1:
+    st.markdown("**Most similar users** (cosine of interest vectors)")
+    st.dataframe(interests.similar_users(vectors, vector, 10, exclude=user), hide_index=True)
+with n2:
+    st.markdown("**Most aligned items** (cosine with the item's embedding)")
+    st.dataframe(interests.aligned_items(data, vector, 10), hide_index=True)
+
+# --------------------------------------------------------------------------- segments
+st.subheader("Segments")
+st.caption(
+    f"{fmt_int(len(points))} users in {len(umap_.segments)} k-means segments of their "
+    "(normalised) interest vectors; top categories by mean affinity, top items by the "
+    "segment's mean vector."
+)
+st.dataframe(
+    umap_.segments.assign(share=lambda f: (f["share"] * 100).round(1)).rename(
+        columns={"share": "share (%)"}
+    ),
+    hide_index=True,
 )

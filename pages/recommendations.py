@@ -1,18 +1,250 @@
-"""Recommendations page: a placeholder until its issue lands."""
+"""Recommendations page: a user's top-K with explanations, what-if edits, a baseline, export."""
 
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
 import streamlit as st
 
+from core import charts, interests
+from core.recommend import explain, export_bytes, item_index, most_popular, recommend
+from pages.common import fmt_int, md_escape, require_dataset
+from pages.insights import current_user, item_label, require_model, user_search
+
+WHATIF = "whatif_history"  # the edited history (item ids, oldest first)
+WHATIF_OWNER = "whatif_for"  # whose history it started from
+WHATIF_POS = "whatif_pos"  # the selected position in the edited history
+WHATIF_NEXT_POS = "whatif_pos_next"  # set by an edit, applied before the selector is drawn
+EXPORT = "export_file"
+
+info = require_dataset()
 st.title("Recommendations")
-st.info(
-    "**Coming next.** Per-user recommendations need a trained model; they land after the Train page.",
-    icon=":material/construction:",
+data, name, created = require_model()
+cat = data.catalog
+st.caption(
+    f"Model **{md_escape(name)}** on **{md_escape(info.name)}**. Score = the model's "
+    "probability that the item is the user's next one (softmax over all items)."
 )
-st.markdown(
-    """
-What this page will do:
-- list the top-K items for a user with preference scores, titles and categories;
-- explain each recommendation by the past items that drove it;
-- let you edit a history (add, remove, reorder items) and watch the list change;
-- export top-K lists for every user as CSV or Parquet.
-"""
+
+# --------------------------------------------------------------------------- controls
+c = st.columns([2, 1, 1, 2])
+with c[0]:
+    user_search(data, "rec_search")
+user = current_user(data)
+k = c[1].number_input("How many", 1, 100, 10, key="rec_k")
+exclude_seen = c[2].checkbox(
+    "Hide seen items", value=True, key="rec_exclude_seen", help="leave out the user's own items"
 )
+categories = cat.category_names("all")
+category = c[3].selectbox(
+    "Only this category",
+    [None, *categories],
+    key="rec_category",
+    format_func=lambda v: "(all categories)" if v is None else v,
+    disabled=not categories,
+)
+history = data.history_ids(user)
+st.subheader(f"User {md_escape(user)}")
+st.caption(
+    f"{fmt_int(len(history))} events; the model reads the last "
+    f"{data.saved.config.max_len - 1}. Pick another user above or on the Interests page."
+)
+
+
+def ranked_with_reasons(hist: list[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    top = recommend(data.saved, hist, int(k), exclude_seen, catalog=cat, category=category)
+    reasons = explain(data.saved, hist, list(top["item_id"])) if len(top) else {}
+    index = item_index(data.saved)
+
+    def label(item: str) -> str:
+        return item_label(data, index[item])
+
+    top["because of"] = [
+        label(reasons[i]["history_item"].iloc[0])
+        if i in reasons and len(reasons[i]) and reasons[i]["contribution"].iloc[0] > 0
+        else ""
+        for i in top["item_id"]
+    ]
+    for frame in reasons.values():
+        frame["label"] = [label(h) for h in frame["history_item"]]
+    return top, reasons
+
+
+def set_history(items: list[str], select: int | None = None) -> None:
+    """Replace the edited history and select a position (default: the last item), then rerun."""
+    st.session_state[WHATIF] = items
+    st.session_state[WHATIF_NEXT_POS] = max(0, len(items) - 1 if select is None else select)
+    st.rerun()
+
+
+def show_explanation(top: pd.DataFrame, reasons: dict[str, pd.DataFrame], key: str) -> None:
+    if top.empty:
+        return
+    index = item_index(data.saved)
+    choice = st.selectbox(
+        "Explain",
+        list(top["item_id"]),
+        key=f"{key}_explain",
+        format_func=lambda i: item_label(data, index[i]),
+        help="Occlusion: how much the item's score drops when a history item is removed",
+    )
+    frame = reasons.get(choice, pd.DataFrame(columns=["label", "contribution"]))
+    st.plotly_chart(
+        charts.explanation_bars(frame.head(10)[["label", "contribution"]]),
+        key=f"{key}_bars",
+    )
+
+
+SHOWN = ["rank", "title", "item_id", "categories", "score", "popularity_rank", "because of"]
+tab_list, tab_whatif, tab_base, tab_export = st.tabs(
+    ["Top-K with explanations", "What-if", "Versus most popular", "Export"]
+)
+
+with tab_list:
+    top, reasons = ranked_with_reasons(history)
+    if top.empty:
+        st.info("No item matches these settings.")
+    else:
+        st.dataframe(
+            top[SHOWN],
+            hide_index=True,
+            column_config={"score": st.column_config.NumberColumn(format="%.4f")},
+        )
+        show_explanation(top, reasons, "rec")
+
+# --------------------------------------------------------------------------- what-if
+with tab_whatif:
+    window = data.saved.config.max_len - 1
+    if st.session_state.get(WHATIF_OWNER) != user or WHATIF not in st.session_state:
+        st.session_state[WHATIF] = history[-window:]
+        st.session_state[WHATIF_OWNER] = user
+    edited: list[str] = st.session_state[WHATIF]
+    index = item_index(data.saved)
+    st.caption(
+        "Edit the history (starting from the user's most recent items) and see the "
+        "recommendations and the interest vector change at once."
+    )
+    left, right = st.columns([1, 1])
+    with left:
+        query = st.text_input("Find an item to add", key="whatif_search", placeholder="title or id")
+        q = query.strip().lower()
+        pool = np.argsort(cat.pop_rank + (cat.pop_rank == 0) * len(cat.pop_rank))
+        pool = [int(i) for i in pool if cat.pop_rank[i] > 0]
+        if q:
+            pool = [
+                i for i in pool if q in str(cat.item_ids[i]).lower() or q in cat.titles[i].lower()
+            ]
+        options = [str(cat.item_ids[i]) for i in pool[:100]]
+        add = st.selectbox(
+            "Item",
+            options,
+            key="whatif_pick",
+            format_func=lambda i: item_label(data, index[i]),
+        )
+        b = st.columns(3)
+        if b[0].button("Add at the end", key="whatif_add", disabled=add is None):
+            set_history([*edited, add])
+        if b[1].button("Reset", key="whatif_reset", help="back to the user's own history"):
+            set_history(history[-window:])
+        if b[2].button("Start empty", key="whatif_empty", help="a brand-new (cold) user"):
+            set_history([])
+        if WHATIF_NEXT_POS in st.session_state:
+            st.session_state[WHATIF_POS] = st.session_state.pop(WHATIF_NEXT_POS)
+        if not 0 <= st.session_state.get(WHATIF_POS, -1) < len(edited):
+            st.session_state[WHATIF_POS] = len(edited) - 1
+        if edited:
+            pos = st.selectbox(
+                "History item",
+                list(range(len(edited))),
+                key=WHATIF_POS,
+                format_func=lambda p: (
+                    f"{p + 1}. {item_label(data, index[edited[p]])}"
+                    if edited[p] in index
+                    else f"{p + 1}. {edited[p]}"
+                ),
+            )
+            b = st.columns(3)
+            if b[0].button("Remove", key="whatif_remove"):
+                set_history(edited[:pos] + edited[pos + 1 :], min(pos, len(edited) - 2))
+            if b[1].button("Move earlier", key="whatif_up", disabled=pos == 0):
+                moved = list(edited)
+                moved[pos - 1], moved[pos] = moved[pos], moved[pos - 1]
+                set_history(moved, pos - 1)
+            if b[2].button("Move later", key="whatif_down", disabled=pos >= len(edited) - 1):
+                moved = list(edited)
+                moved[pos + 1], moved[pos] = moved[pos], moved[pos + 1]
+                set_history(moved, pos + 1)
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "step": np.arange(1, len(edited) + 1),
+                    "item": [item_label(data, index[i]) if i in index else i for i in edited],
+                }
+            ),
+            hide_index=True,
+            height=min(400, 36 * (len(edited) + 1) + 3),
+        )
+    with right:
+        what, why = ranked_with_reasons(edited)
+        before = set(recommend(data.saved, history[-window:], int(k), exclude_seen)["item_id"])
+        what["new"] = ["" if i in before else "new" for i in what["item_id"]]
+        st.markdown("**Recommendations for the edited history**")
+        st.dataframe(
+            what[["rank", "title", "item_id", "score", "new", "because of"]],
+            hide_index=True,
+            column_config={"score": st.column_config.NumberColumn(format="%.4f")},
+        )
+        v0 = interests.history_vector(data, history[-window:])
+        v1 = interests.history_vector(data, edited)
+        cosine = float(v0 @ v1 / (np.linalg.norm(v0) * np.linalg.norm(v1) + 1e-12))
+        st.metric(
+            "Interest vector vs the user's own",
+            f"cosine {cosine:.3f}",
+            help="1 = the edit did not move the interest at all",
+        )
+        st.plotly_chart(
+            charts.category_affinity(interests.affinity_frame(data, edited, "all")),
+            key="whatif_affinity",
+        )
+
+# --------------------------------------------------------------------------- baseline
+with tab_base:
+    base = most_popular(cat, history, int(k), exclude_seen, category)
+    left, right = st.columns(2)
+    with left:
+        st.markdown(f"**{md_escape(name)}** (sequence model)")
+        st.dataframe(top[["rank", "title", "item_id", "score"]], hide_index=True)
+    with right:
+        st.markdown("**Most popular** (training events; same exclusions)")
+        st.dataframe(base[["rank", "title", "item_id", "events"]], hide_index=True)
+    overlap = len(set(top["item_id"]) & set(base["item_id"]))
+    st.caption(f"{overlap} of {len(top)} items appear in both lists.")
+
+# --------------------------------------------------------------------------- export
+with tab_export:
+    st.caption(
+        "Top-K for every user of the dataset, with scores: columns user_id, rank, item_id, "
+        "score. Seen items follow the *Hide seen items* switch."
+    )
+    e = st.columns(3)
+    fmt = e[0].radio("Format", ["csv", "parquet"], horizontal=True, key="export_format")
+    ek = e[1].number_input("K per user", 1, 200, 20, key="export_k")
+    if e[2].button("Prepare the file", key="export_prepare"):
+        with st.spinner(f"Ranking {fmt_int(data.histories.n_users)} users…"):
+            st.session_state[EXPORT] = (
+                (name, fmt, int(ek), exclude_seen),
+                export_bytes(data, int(ek), fmt, exclude_seen),
+            )
+    ready = st.session_state.get(EXPORT)
+    if ready and ready[0] == (name, fmt, int(ek), exclude_seen):
+        st.download_button(
+            f"Download top-{int(ek)} for {fmt_int(data.histories.n_users)} users ({fmt})",
+            ready[1],
+            file_name=f"{name}-top{int(ek)}.{fmt}",
+            mime="text/csv" if fmt == "csv" else "application/octet-stream",
+            key="export_download",
+        )
+    st.caption(
+        "For large datasets the command line is faster to script: "
+        "`python -m core export --model NAME --out top.parquet --k 20`."
+    )

@@ -1,0 +1,163 @@
+"""AppTest of the Interests and Recommendations pages (a real store and a small trained model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from _trained import MODEL, copy_of_trained
+from streamlit.proto.WidgetStates_pb2 import WidgetState
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from core.demo import load_demo
+from core.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 180
+
+
+@pytest.fixture(autouse=True)
+def navigation_mode(monkeypatch) -> None:
+    """Run every AppTest rerun through app.py, as the real server does (see test_app.py)."""
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+def _start(db: Path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("RECLENS_DB", str(db))
+    monkeypatch.setenv("RECLENS_HOME", str(db.parent))
+    monkeypatch.setenv("RECLENS_AUTOTRAIN", "0")
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch) -> AppTest:
+    """The app on a copy of the trained demo database; the model is active."""
+    at = _start(copy_of_trained(tmp_path), monkeypatch)
+    assert at.sidebar.selectbox(key="active_model_picker").value == MODEL
+    return at
+
+
+def _page(app: AppTest, page: str) -> AppTest:
+    app.switch_page(page).run()
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+    return app
+
+
+def _click_map(app: AppTest, user: str) -> AppTest:
+    """Simulate a click on a point of the map: AppTest cannot drive Plotly charts, so the
+    selection the browser would send is handed to the next run as the chart's widget state."""
+    chart = next(c for c in app.get("plotly_chart") if c.proto.selection_mode)
+    selection = {
+        "selection": {
+            "points": [
+                {"curve_number": 0, "point_number": 0, "point_index": 0, "customdata": [user]}
+            ],
+            "point_indices": [0],
+            "box": [],
+            "lasso": [],
+        }
+    }
+    states = app._tree.get_widget_states()
+    states.widgets.append(WidgetState(id=chart.proto.id, string_value=json.dumps(selection)))
+    app = app._run(states)
+    assert not app.exception, app.exception
+    return app
+
+
+def _user_header(app: AppTest) -> str:
+    return next(h.value for h in app.subheader if h.value.startswith("User "))
+
+
+def test_interests_page_shows_a_user_and_a_click_on_the_map_selects_another(app) -> None:
+    app = _page(app, "pages/interests.py")
+    assert app.title[0].value == "Interests"
+    assert _user_header(app) == "User u00001"
+    assert len(app.get("plotly_chart")) == 4  # map, timeline, affinity, drift
+    planted = next(m.value for m in app.markdown if "Planted vs recovered" in m.value)
+    assert "%" in planted
+    segments = next(d.value for d in app.dataframe if "top_categories" in d.value.columns)
+    assert segments["users"].sum() == 300
+
+    app = _click_map(app, "u00042")
+    assert _user_header(app) == "User u00042"
+    assert app.session_state["selected_user"] == "u00042"
+    # the map now highlights the clicked user
+    chart = next(c for c in app.get("plotly_chart") if c.proto.selection_mode)
+    assert "user u00042" in chart.proto.spec
+
+
+def test_interests_page_search_and_segment_pick(app) -> None:
+    app = _page(app, "pages/interests.py")
+    app.text_input(key="interests_search").set_value("u00007").run()
+    assert _user_header(app) == "User u00007"
+    app.text_input(key="interests_search").set_value("zzz").run()
+    assert any("No user id contains" in w.value for w in app.warning)
+    assert _user_header(app) == "User u00007"
+    members = app.selectbox(key="interests_segment_user").options
+    app.selectbox(key="interests_segment_user").set_value(members[1]).run()
+    assert _user_header(app) == f"User {members[1]}"
+    assert not app.exception
+
+
+def test_recommendations_page_list_what_if_baseline_and_export(app) -> None:
+    app = _page(app, "pages/recommendations.py")
+    assert app.title[0].value == "Recommendations"
+    top = next(d.value for d in app.dataframe if "because of" in d.value.columns)
+    assert len(top) == 10 and top["score"].is_monotonic_decreasing
+    assert (top["because of"].str.len() > 0).any()
+    assert app.selectbox(key="rec_explain").value == top["item_id"].iloc[0]
+
+    # what-if: start empty, add an item, move, remove
+    app.button(key="whatif_empty").click().run()
+    assert not app.exception, app.exception
+    first = app.selectbox(key="whatif_pick").options[0]
+    app.button(key="whatif_add").click().run()
+    assert app.session_state["whatif_history"] == [app.selectbox(key="whatif_pick").value]
+    app.selectbox(key="whatif_pick").set_value(app.selectbox(key="whatif_pick").options[1]).run()
+    app.button(key="whatif_add").click().run()
+    history = app.session_state["whatif_history"]
+    assert len(history) == 2 and first != "" and history[0] != history[1]
+    assert app.selectbox(key="whatif_pos").value == 1  # the added item is selected
+    app.button(key="whatif_up").click().run()
+    assert app.session_state["whatif_history"] == history[::-1]
+    assert app.selectbox(key="whatif_pos").value == 0  # and followed when moved
+    app.button(key="whatif_remove").click().run()
+    assert len(app.session_state["whatif_history"]) == 1
+    edited = next(d.value for d in app.dataframe if "new" in d.value.columns)
+    assert not set(edited["item_id"]) & set(app.session_state["whatif_history"])
+
+    # baseline side by side
+    base = next(d.value for d in app.dataframe if "events" in d.value.columns)
+    assert len(base) == 10 and base["events"].is_monotonic_decreasing
+
+    # export
+    app.button(key="export_prepare").click().run()
+    assert not app.exception, app.exception
+    assert app.get("download_button")
+
+
+def test_pages_point_to_the_train_page_without_a_model(tmp_path, monkeypatch) -> None:
+    db = tmp_path / "nomodel.duckdb"
+    store = Store(db)
+    load_demo(store, n_users=30)
+    store.close()
+    app = _start(db, monkeypatch)
+    for page in ("pages/interests.py", "pages/recommendations.py"):
+        app.switch_page(page).run()
+        assert not app.exception, app.exception
+        assert any("Train" in i.value for i in app.info), page
