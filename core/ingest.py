@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from core.store import (
@@ -251,15 +252,18 @@ def _norm(name: str) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def detect_source(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceSpec:
+def detect_source(
+    path: str | Path, options: ReadOptions = ReadOptions(), display_name: str | None = None
+) -> SourceSpec:
     """Check that ``path`` is a readable CSV/TSV/Parquet file and choose a reader.
 
     Looks at the first bytes, never at the file name: an Excel workbook renamed to
     ``.csv`` or a binary file are refused with a message, gzip and Parquet are
-    recognised by their magic numbers.
+    recognised by their magic numbers. Messages call the file ``display_name`` (an
+    upload's original name) when given.
     """
     path = Path(path)
-    display = path.name
+    display = display_name or path.name
     if not path.exists():
         raise IngestError(f"file not found: {display}")
     if not path.is_file():
@@ -274,6 +278,18 @@ def detect_source(path: str | Path, options: ReadOptions = ReadOptions()) -> Sou
         raise IngestError(
             f"{display} is an Excel workbook or a zip archive, not a text file: open it and "
             "save it as CSV (comma or tab separated), then upload that"
+        )
+    if not head.strip() and path.stat().st_size <= len(head):
+        raise IngestError(f"{display} is empty: it has no header and no rows (only blank lines)")
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:32].lower()
+    if start.startswith((b"<!doctype html", b"<html", b"<?xml")):
+        raise IngestError(
+            f"{display} is an HTML or XML document (a saved web page?), not a CSV/TSV file; "
+            "download or export the data itself as CSV or Parquet"
+        )
+    if re.match(rb"\{\s*\"|\[\s*[\[{\"]", start):
+        raise IngestError(
+            f"{display} is JSON, not a CSV/TSV file; export the data as CSV or Parquet"
         )
     compression = "none"
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -296,6 +312,8 @@ def detect_source(path: str | Path, options: ReadOptions = ReadOptions()) -> Sou
         raise IngestError(f"unsupported encoding {options.encoding!r}: use utf-8 or latin-1")
     if options.encoding == "auto" and not _looks_utf8(head, gzipped=compression == "gzip"):
         encoding = "latin-1"
+    if compression == "none":
+        _refuse_very_wide_lines(path, display, options.delimiter)
     return SourceSpec(
         str(path),
         kind="csv",
@@ -304,6 +322,44 @@ def detect_source(path: str | Path, options: ReadOptions = ReadOptions()) -> Sou
         encoding=encoding,
         compression=compression,
     )
+
+
+MAX_FIELDS = 10_000
+
+
+def _refuse_very_wide_lines(path: Path, display: str, delimiter: str | None) -> None:
+    """Refuse a file with a line of more than :data:`MAX_FIELDS` fields, before DuckDB reads it.
+
+    DuckDB's reader records a rejected line once per surplus column, copying the line
+    each time: one line of 100,000 fields takes it hours. A numpy pass over the bytes
+    (about a second per GB) counts each candidate delimiter per line; a quoted field
+    full of commas can only make the count too high, and a row of 10,000 fields is no
+    behaviour log anyway.
+    """
+    candidates = [delimiter] if delimiter else [",", ";", "\t", "|", " "]
+    codes = [ord(c) for c in candidates if len(c.encode("latin-1", "replace")) == 1]
+    lines_before, carry = 0, np.zeros(len(codes), dtype=np.int64)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            ends = np.flatnonzero(data == 10)
+            for i, code in enumerate(codes):
+                at = np.flatnonzero(data == code)
+                per_line = np.diff(np.searchsorted(at, ends), prepend=0)
+                if per_line.size:
+                    per_line[0] += carry[i]
+                tail = at.size - (np.searchsorted(at, ends[-1]) if ends.size else 0)
+                carry[i] = tail + (0 if ends.size else carry[i])
+                worst = int(per_line.max()) if per_line.size else 0
+                if max(worst, int(carry[i])) >= MAX_FIELDS:
+                    where = int(per_line.argmax()) if worst >= MAX_FIELDS else ends.size
+                    line = lines_before + where + 1
+                    raise IngestError(
+                        f"line {line} of {display} has more than {MAX_FIELDS:,} fields (or one "
+                        "enormous line): it is not a table of events; check the delimiter and "
+                        "that quotes are balanced"
+                    )
+            lines_before += ends.size
 
 
 def _looks_utf8(head: bytes, gzipped: bool) -> bool:
@@ -329,19 +385,29 @@ def _explain(exc: Exception, display: str) -> IngestError:
     """Turn a DuckDB reader error into a message a person can act on."""
     text = str(exc)
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    lowered = text.lower()
+    # What the reader says, without the echo of the bad line and the list of reader
+    # options that follow it ("compression = none" is no gzip problem).
+    lowered = "\n".join(
+        line
+        for line in text.lower().split("\n  file = ")[0].splitlines()
+        if not line.startswith("original line")
+    )
+    if "maximum line size" in lowered or "line size" in lowered:
+        return IngestError(
+            f"{display} has a line too long to be a row of a table ({first}; over "
+            "2,000,000 bytes); check that it is a CSV and that its quotes are balanced"
+        )
     if "gzip" in lowered or "zlib" in lowered or "compress" in lowered:
         return IngestError(
             f"{display} is a gzip file that is truncated or corrupt ({first}); "
             "compress the original again or upload it uncompressed"
         )
-    if "maximum line size" in lowered or "line size" in lowered:
-        return IngestError(
-            f"{display} has a line too long to be a row of a table ({first}); "
-            "check that it is a CSV and that its quotes are balanced"
-        )
     if "no files found" in lowered or "no such file" in lowered:
         return IngestError(f"file not found: {display}")
+    if "magic bytes" in lowered:
+        return IngestError(
+            f"{display} is a Parquet file that is truncated or corrupt; export it again"
+        )
     first = re.sub(r"\s+", " ", first)
     return IngestError(
         f"could not read {display}: {first}. Check the delimiter, the header option and the "
@@ -366,7 +432,7 @@ def inspect(
         preview_rows: rows in the preview.
     """
     display = display_name or Path(path).name
-    source = detect_source(path, options)
+    source = detect_source(path, options, display)
     notes: list[str] = []
     if source.kind == "csv" and options.encoding == "auto" and source.encoding == "latin-1":
         notes.append(_LATIN1_NOTE)
@@ -541,10 +607,21 @@ def _time_sql(kind: str, column: str) -> str:
 
 def _resolve_events(inspection: Inspection, mapping: EventMapping) -> dict[str, str | None]:
     columns = {role: inspection.resolve(getattr(mapping, role), role) for role in EVENT_ROLES}
+    if len(inspection.columns) == 1:
+        raise IngestError(
+            f"the file has only one column ({inspection.columns[0]!r}); a behaviour log needs "
+            "a user and an item column: set the delimiter if it has several"
+        )
     for role in ("user", "item"):
         if not columns[role]:
             raise IngestError(
                 f"choose the {role} column; the file's columns are: {_names(inspection.columns)}"
+            )
+        kind = inspection.types.get(columns[role], "")
+        if kind.endswith("]") or kind.startswith(("STRUCT", "MAP", "UNION")):
+            raise IngestError(
+                f"the {role} column {columns[role]!r} holds {kind} values (lists or records), "
+                "not one id per row; map a column of single ids"
             )
     used = [c for c in columns.values() if c]
     if len(used) != len(set(used)):

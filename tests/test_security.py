@@ -1,0 +1,141 @@
+"""Hostile input stays data: SQL text and file paths never come from users, uploads are
+capped and never named by the client, the app listens on localhost, and markup in
+item titles reaches the page escaped. (Model loading never unpickles: see
+tests/test_model.py::test_model_loading_never_unpickles.)
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+from test_app import navigation_mode  # noqa: F401  (the fixture: every rerun through app.py)
+
+from core.ingest import EventMapping, IngestError, ItemMapping, ingest
+from core.store import Store, open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+HOSTILE = [
+    "'; DROP TABLE events; --",
+    'x"; DROP TABLE datasets; --',
+    "../../etc/passwd",
+    "<script>alert(1)</script>",
+    "Robert'); DELETE FROM models;--",
+]
+
+
+def test_hostile_ids_and_column_names_round_trip_as_data(store: Store, tmp_path: Path) -> None:
+    columns = ['us"er; DROP TABLE events', "it'em -- SELECT 1"]
+    rows = [(u, i) for u in HOSTILE for i in HOSTILE[:2]]
+    text = ",".join('"' + c.replace('"', '""') + '"' for c in columns) + "\n"
+    text += "".join(",".join('"' + v.replace('"', '""') + '"' for v in r) + "\n" for r in rows)
+    log = tmp_path / "hostile.csv"
+    log.write_text(text)
+    result = ingest(store, "hostile", log, EventMapping(user=columns[0], item=columns[1]))
+    assert result.dataset.n_events == len(rows)
+    did = result.dataset.dataset_id
+    for user in HOSTILE:
+        assert store.user_history(did, user) == HOSTILE[:2]
+    assert store.user_events(did, HOSTILE[0])["item_id"].tolist() == HOSTILE[:2]
+    assert set(store.table_fingerprints()) >= {"events", "datasets", "models"}
+    assert result.dataset.mapping["events"]["user"] == columns[0]
+
+
+@pytest.mark.parametrize("name", HOSTILE + ["..", "a/b", "DEMO", "x" * 64, ""])
+def test_hostile_dataset_and_model_names_are_refused(name: str, store: Store, tmp_path) -> None:
+    log = tmp_path / "a.csv"
+    log.write_text("user,item\nu1,a\n")
+    before = store.table_fingerprints()
+    with pytest.raises(IngestError, match="invalid dataset name"):
+        ingest(store, name, log)
+    ingest(store, "fine", log)
+    from core.store import StoreError
+
+    with pytest.raises(StoreError, match="invalid dataset name"):
+        store.register_model(name, "fine", str(tmp_path), {}, {})
+    store.drop_dataset("fine")
+    assert store.table_fingerprints() == before
+
+
+def test_uploaded_file_name_is_never_used_as_a_path(tmp_path: Path, monkeypatch) -> None:
+    """The Data page spools an upload to its own temporary file; the client's name is
+    shown and stored as a source name only."""
+    monkeypatch.setenv("RECLENS_DB", str(tmp_path / "app.duckdb"))
+    monkeypatch.setenv("RECLENS_AUTOTRAIN", "0")
+    seed = Store(tmp_path / "app.duckdb")
+    (tmp_path / "seed.csv").write_text("user,item\nu1,a\n")
+    ingest(seed, "seed", tmp_path / "seed.csv")
+    seed.close()
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    evil = "../../../../tmp/reclens-evil-upload.csv"
+    target = Path("/tmp/reclens-evil-upload.csv")
+    target.unlink(missing_ok=True)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/data.py").run()
+    at.file_uploader(key="events_upload").upload(evil, b"user,item\nu1,a\nu2,b\n", "text/csv")
+    at.run()
+    at.text_input(key="ds_name").set_value("evil").run()
+    at.button(key="ingest_button").click().run()
+    assert not at.exception, at.exception
+    assert not target.exists()
+    spooled = list(at.session_state["spooled_uploads"].values())
+    assert spooled and all(Path(p).name == "upload.bin" for p in spooled)
+    assert all(Path(p).parent.name.startswith("reclens-upload-") for p in spooled)
+    info = open_store(tmp_path / "app.duckdb").get_dataset("evil")
+    assert info.sources == [evil] and info.n_events == 2
+
+
+def test_upload_size_is_capped_by_configuration() -> None:
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    cap = config["server"]["maxUploadSize"]
+    assert isinstance(cap, int) and 0 < cap <= 1024
+    readme = (ROOT / "README.md").read_text()
+    assert "server.maxUploadSize" in readme and f"{cap} MB" in readme
+
+
+def test_the_app_binds_to_localhost_by_default() -> None:
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] in ("localhost", "127.0.0.1")
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^ADDRESS \?= (localhost|127\.0\.0\.1)$", makefile, re.M)
+    assert "--server.address $(ADDRESS)" in makefile
+    readme = (ROOT / "README.md").read_text()
+    assert "Exposing the app" in readme and "reverse proxy" in readme
+
+
+def test_item_titles_with_markup_are_rendered_escaped(tmp_path: Path, monkeypatch) -> None:
+    """No HTML from data reaches a page as HTML: markdown gets it escaped, tables as text."""
+    monkeypatch.setenv("RECLENS_DB", str(tmp_path / "app.duckdb"))
+    monkeypatch.setenv("RECLENS_AUTOTRAIN", "0")
+    seed = Store(tmp_path / "app.duckdb")
+    corpus = ROOT / "tests" / "data" / "bad_input"
+    ingest(
+        seed,
+        "html",
+        corpus / "html_items_events.csv",
+        items_path=corpus / "html_items.csv",
+        item_mapping=ItemMapping(item="item", title="title", categories="genres"),
+        source_names=["<script>alert('src')</script>.csv", "items.csv"],
+    )
+    seed.close()
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    for page in ("pages/home.py", "pages/data.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        for element in list(at.markdown) + list(at.caption):
+            body = element.value
+            if getattr(element.proto, "allow_html", False):
+                assert "<script" not in body.lower() and "onerror" not in body.lower(), body
+            assert not re.search(r"(?<!\\)<(script|img)\b", body, re.I), body
+    events = next(d.value for d in at.dataframe if "title" in d.value.columns)
+    assert "<script>alert('x')</script>" in set(events["title"])  # shown as text in a table
+    assert any("\\<script\\>" in c.value for c in at.caption)  # the source name, escaped
