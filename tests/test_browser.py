@@ -129,6 +129,11 @@ class Journey:
         self.page.goto(f"{self.url}/{path}")
         self.settle()
 
+    def nav(self, title: str) -> None:
+        """Go to a page through the sidebar, in the same session (goto would start anew)."""
+        self.page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+        self.settle()
+
     def settle(self, timeout: float = 60) -> None:
         """Wait until the script has finished running (no 'Running...' indicator)."""
         page = self.page
@@ -194,7 +199,25 @@ def test_main_journey_in_a_real_browser(app_url, upload_files) -> None:
         page.get_by_role("button", name="Use this model").click()
         journey.settle()
 
-        for n, path in enumerate(("interests", "recommendations", "metrics"), start=4):
-            journey.open(path)
-            journey.check(f"0{n}-{path}")
+        # A user's interests, found by id.
+        journey.nav("Interests")
+        search = page.get_by_role("textbox", name="Search a user by id")
+        search.fill("u00042")
+        search.press("Enter")
+        journey.settle()
+        page.get_by_role("heading", name="User u00042").wait_for()
+        journey.check("04-interests")
+
+        # Their recommendations, each with the history items that drove it.
+        journey.nav("Recommendations")
+        page.get_by_role("heading", name="User u00042").wait_for()
+        assert page.get_by_text("because of").count() > 0
+        journey.check("05-recommendations")
+
+        # The metrics: evaluate the model against the default baselines.
+        journey.nav("Metrics")
+        page.get_by_role("button", name="Run evaluation").click()
+        page.get_by_text("Stored evaluation").first.wait_for(timeout=300_000)
+        journey.settle()
+        journey.check("06-metrics")
         browser.close()
