@@ -9,7 +9,9 @@ user's next interaction, given their history (most recent ``max_len - 1`` items)
 * :func:`explain` attributes each recommended item's score to the history items by
   occlusion: the score drop when every occurrence of one history item is removed,
   all variants scored in one batched forward pass.
-* :func:`most_popular` is the baseline list shown side by side.
+* :func:`baseline_list` ranks for a history with a baseline of :mod:`core.baselines`
+  (fitted by :func:`fit_side_baseline`), shown side by side with the model's list;
+  :func:`most_popular` lists the most popular items with their training counts.
 * :func:`top_k_all` / :func:`export_top_k` rank every user of a dataset in batches
   (histories sorted by length so each batch only pays for its longest row).
 """
@@ -337,6 +339,66 @@ def most_popular(
     frame = catalog.describe(top)
     frame.insert(0, "rank", np.arange(1, len(top) + 1))
     frame.insert(2, "events", catalog.counts[top])
+    return frame
+
+
+SIDE_BASELINES = {
+    "pop": "Most popular",
+    "markov": "Markov (next-item transitions)",
+    "itemknn": "ItemKNN (similar items)",
+}
+
+
+def fit_side_baseline(data: ModelData, name: str):
+    """A baseline of :mod:`core.baselines` fitted on the model's training part of the
+    histories (each user's last two items left out, as in training), for side-by-side lists."""
+    from core import baselines
+    from core.train import leave_one_out
+
+    fit = leave_one_out(data.histories).train
+    makers = {
+        "pop": baselines.most_popular,
+        "markov": baselines.Markov,
+        "itemknn": baselines.ItemKNN,
+    }
+    if name not in makers:
+        raise ValueError(f"unknown baseline {name!r}: choose {', '.join(makers)}")
+    return makers[name](fit)
+
+
+def baseline_list(
+    data: ModelData,
+    scorer,
+    history: Sequence[str],
+    k: int = 10,
+    exclude_seen: bool = True,
+    category: str | None = None,
+) -> pd.DataFrame:
+    """A baseline's top-``k`` for a history, with the same exclusions as :func:`recommend`.
+
+    Returns:
+        Columns ``rank``, ``item_id``, ``title``, ``categories``, ``popularity_rank``,
+        ``score`` (the baseline's own scale).
+    """
+    indices, _ = encode_history(data.saved, history)
+    width = max(1, int(scorer.history_len))  # the most recent items the baseline reads
+    tail = indices[-width:]
+    batch = torch.zeros(1, width, dtype=torch.long)
+    if len(tail):
+        batch[0, width - len(tail) :] = torch.as_tensor(tail, dtype=torch.long)
+    scores = scorer.score(batch)[0].float().clone()
+    scores[0] = scores[-1] = float("-inf")
+    if exclude_seen and len(indices):
+        scores[torch.as_tensor(indices, dtype=torch.long)] = float("-inf")
+    if category is not None:
+        names, matrix = data.catalog.category_matrix()
+        if category in names:
+            scores[matrix[:, names.index(category)] == 0] = float("-inf")
+    k = max(1, min(int(k), int(torch.isfinite(scores).sum())))
+    values, top = torch.topk(scores, k)
+    frame = data.catalog.describe(top.numpy())
+    frame.insert(0, "rank", np.arange(1, k + 1))
+    frame["score"] = values.numpy().astype(float)
     return frame
 
 

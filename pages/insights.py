@@ -13,7 +13,7 @@ import streamlit as st
 from core import interests
 from core.checkpoint import CheckpointError
 from core.jobs import resolve_model
-from core.recommend import ModelData, load_model_data
+from core.recommend import ModelData, fit_side_baseline, load_model_data
 from core.store import StoreError
 from pages.common import ACTIVE_MODEL, active_dataset, get_store, md_escape
 
@@ -35,6 +35,12 @@ def model_data(name: str, created: str) -> ModelData:
 def interest_vectors(name: str, created: str) -> interests.InterestVectors:
     """All users' interest vectors (cached in the database too, so a restart is quick)."""
     return interests.all_interest_vectors(get_store(), model_data(name, created))
+
+
+@st.cache_resource(show_spinner="Fitting the baseline…", max_entries=6)
+def side_baseline(name: str, created: str, baseline: str):
+    """A baseline fitted on the model's training histories (core.recommend.fit_side_baseline)."""
+    return fit_side_baseline(model_data(name, created), baseline)
 
 
 @st.cache_data(show_spinner="Drawing the map of users…", max_entries=16)

@@ -7,9 +7,16 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, interests
-from core.recommend import explain, export_bytes, item_index, most_popular, recommend
+from core.recommend import (
+    SIDE_BASELINES,
+    baseline_list,
+    explain,
+    export_bytes,
+    item_index,
+    recommend,
+)
 from pages.common import fmt_int, md_escape, require_dataset
-from pages.insights import current_user, item_label, require_model, user_search
+from pages.insights import current_user, item_label, require_model, side_baseline, user_search
 
 WHATIF = "whatif_history"  # the edited history (item ids, oldest first)
 WHATIF_OWNER = "whatif_for"  # whose history it started from
@@ -97,7 +104,7 @@ def show_explanation(top: pd.DataFrame, reasons: dict[str, pd.DataFrame], key: s
 
 SHOWN = ["rank", "title", "item_id", "categories", "score", "popularity_rank", "because of"]
 tab_list, tab_whatif, tab_base, tab_export = st.tabs(
-    ["Top-K with explanations", "What-if", "Versus most popular", "Export"]
+    ["Top-K with explanations", "What-if", "Versus a baseline", "Export"]
 )
 
 with tab_list:
@@ -209,14 +216,24 @@ with tab_whatif:
 
 # --------------------------------------------------------------------------- baseline
 with tab_base:
-    base = most_popular(cat, history, int(k), exclude_seen, category)
+    baseline = st.selectbox(
+        "Baseline",
+        list(SIDE_BASELINES),
+        format_func=SIDE_BASELINES.get,
+        key="side_baseline",
+        help="fitted on the same training events as the model (each user's last two "
+        "items left out); the Metrics page compares them on every user",
+    )
+    base = baseline_list(
+        data, side_baseline(name, created, baseline), history, int(k), exclude_seen, category
+    )
     left, right = st.columns(2)
     with left:
         st.markdown(f"**{md_escape(name)}** (sequence model)")
         st.dataframe(top[["rank", "title", "item_id", "score"]], hide_index=True)
     with right:
-        st.markdown("**Most popular** (training events; same exclusions)")
-        st.dataframe(base[["rank", "title", "item_id", "events"]], hide_index=True)
+        st.markdown(f"**{SIDE_BASELINES[baseline]}** (same exclusions)")
+        st.dataframe(base[["rank", "title", "item_id", "score"]], hide_index=True)
     overlap = len(set(top["item_id"]) & set(base["item_id"]))
     st.caption(f"{overlap} of {len(top)} items appear in both lists.")
 

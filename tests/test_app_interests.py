@@ -114,6 +114,9 @@ def test_interests_page_search_and_segment_pick(app) -> None:
     assert not app.exception
 
 
+SIDE_COLUMNS = ["rank", "title", "item_id", "score"]
+
+
 def test_recommendations_page_list_what_if_baseline_and_export(app) -> None:
     app = _page(app, "pages/recommendations.py")
     assert app.title[0].value == "Recommendations"
@@ -141,9 +144,18 @@ def test_recommendations_page_list_what_if_baseline_and_export(app) -> None:
     edited = next(d.value for d in app.dataframe if "new" in d.value.columns)
     assert not set(edited["item_id"]) & set(app.session_state["whatif_history"])
 
-    # baseline side by side
-    base = next(d.value for d in app.dataframe if "events" in d.value.columns)
-    assert len(base) == 10 and base["events"].is_monotonic_decreasing
+    # baseline side by side: most popular first, then the Markov chain's list
+    assert app.selectbox(key="side_baseline").value == "pop"
+    lists = [d.value for d in app.dataframe if list(d.value.columns) == SIDE_COLUMNS]
+    assert len(lists) == 2 and all(len(x) == 10 for x in lists)
+    assert lists[1]["score"].is_monotonic_decreasing
+    app.selectbox(key="side_baseline").set_value("markov").run()
+    assert not app.exception, app.exception
+    markov = [d.value for d in app.dataframe if list(d.value.columns) == SIDE_COLUMNS][1]
+    # (its order may equal popularity's when the last item has few successors: the
+    # back-off; its scores are transition probabilities, not counts)
+    assert len(markov) == 10 and markov["score"].max() < 1 < lists[1]["score"].max()
+    assert any(m.value.startswith("**Markov") for m in app.markdown)
 
     # export
     app.button(key="export_prepare").click().run()

@@ -15,9 +15,11 @@ from _trained import MODEL, USERS, copy_of_trained
 from core import interests
 from core.jobs import resolve_model
 from core.recommend import (
+    baseline_list,
     encode_history,
     explain,
     export_top_k,
+    fit_side_baseline,
     load_model_data,
     most_popular,
     next_item_probabilities,
@@ -119,6 +121,38 @@ def test_most_popular_baseline(data) -> None:
     assert not set(base["item_id"]) & set(history)
     everything = most_popular(data.catalog, [], 10)
     assert everything["popularity_rank"].tolist() == list(range(1, 11))
+
+
+def test_side_by_side_baselines_follow_the_history(data) -> None:
+    history = data.history_ids("u00002")
+    pop = baseline_list(data, fit_side_baseline(data, "pop"), history, 10)
+    assert pop["item_id"].tolist() == most_popular(data.catalog, history, 10)["item_id"].tolist()
+    # Markov: the top item is the most frequent successor of the history's last item
+    # in the training events (the model's popularity counts use the same split).
+    markov = fit_side_baseline(data, "markov")
+    last = history[-1]
+    top = baseline_list(data, markov, history, 5)
+    assert not set(top["item_id"]) & set(history)
+    assert top["score"].is_monotonic_decreasing
+    alone = baseline_list(data, markov, [last], 1, exclude_seen=False)["item_id"][0]
+    successors = {}
+    train = training_pairs(data)
+    for a, b in train:
+        if a == last:
+            successors[b] = successors.get(b, 0) + 1
+    assert successors and successors[alone] == max(successors.values())
+    with pytest.raises(ValueError, match="unknown baseline"):
+        fit_side_baseline(data, "ghost")
+
+
+def training_pairs(data) -> list[tuple[str, str]]:
+    """Consecutive (item, next item) pairs of every user's training part (last two left out)."""
+    pairs = []
+    for user in range(data.histories.n_users):
+        items = [data.catalog.item_ids[i] for i in data.histories.history(user)]
+        items = items[:-2] if len(items) >= 3 else items
+        pairs += list(zip(items, items[1:], strict=False))
+    return pairs
 
 
 def test_batched_top_k_equals_one_user_at_a_time(data) -> None:
