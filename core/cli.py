@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float)
     tr.add_argument("--mask-prob", type=float)
     tr.add_argument("--dropout", type=float)
+    tr.add_argument(
+        "--event-types",
+        action="store_true",
+        help="embed each event's type (view, cart, ...) when the dataset has several",
+    )
     tr.add_argument("--loss", choices=["auto", "full", "sampled"])
     tr.add_argument("--text-encoder", help="auto | none | PATH of a BERT-family model folder")
     tr.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -279,6 +284,7 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             lr=args.lr,
             mask_prob=args.mask_prob,
             dropout=args.dropout,
+            event_types=True if args.event_types else None,
             loss=args.loss,
             text_encoder=args.text_encoder,
             device=args.device,

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +49,18 @@ def data_home(store: Store) -> Path:
     return Path(store.path).resolve().parent
 
 
-def dataset_sequences(store: Store, dataset: str) -> Sequences:
+def dataset_sequences(store: Store, dataset: str, with_types: bool = False) -> Sequences:
     """The dataset's sequences, with catalogue-only items appended to the vocabulary.
 
     Items that appear only in the item file get indices after every item with
     events, so the model can score them from their text (cold start).
     """
-    seqs = load_sequences(store, dataset)
+    seqs = load_sequences(store, dataset, with_types)
     extra = store.catalog_only_items(store.get_dataset(dataset).dataset_id)
     if not extra:
         return seqs
     item_ids = np.concatenate([seqs.item_ids, np.asarray(extra, dtype=object)])
-    return Sequences(seqs.user_ids, item_ids, seqs.offsets, seqs.items)
+    return replace(seqs, item_ids=item_ids)
 
 
 def default_model_name(dataset: str, config: TrainConfig) -> str:
@@ -83,7 +83,7 @@ def train_dataset(
     info = store.get_dataset(dataset)
     name = validate_dataset_name(name or default_model_name(dataset, config))
     out = Path(out_dir) if out_dir else data_home(store) / "models" / name
-    seqs = dataset_sequences(store, dataset)
+    seqs = dataset_sequences(store, dataset, config.event_types)
     vectors, encoder = item_text_vectors(
         store, info.dataset_id, list(seqs.item_ids), config.text_encoder, text_progress
     )
@@ -111,6 +111,7 @@ def training_record(
         "users": seqs.n_users,
         "config": result.config.to_dict(),
         "loss_mode": result.config.loss_mode(seqs.n_items),
+        "event_types": list(seqs.type_names) if result.model_config.n_event_types else [],
         "text_encoder": encoder,
         "history": result.history,
         "epochs": len(result.history),
@@ -217,13 +218,15 @@ def prepare_run(
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("stop", "error.txt", "result.json", "stopped", "progress.jsonl"):
         (folder / stale).unlink(missing_ok=True)
-    seqs = dataset_sequences(store, dataset)
+    seqs = dataset_sequences(store, dataset, config.event_types)
+    types = {} if seqs.types is None else {"types": seqs.types, "type_names": seqs.type_names}
     np.savez(
         folder / "sequences.npz",
         user_ids=seqs.user_ids.astype(str),
         item_ids=seqs.item_ids.astype(str),
         offsets=seqs.offsets,
         items=seqs.items,
+        **types,
     )
     vectors, encoder = item_text_vectors(
         store, info.dataset_id, list(seqs.item_ids), config.text_encoder
@@ -389,6 +392,8 @@ def _worker(folder: Path, resume: bool) -> int:
         data["item_ids"].astype(object),
         data["offsets"],
         data["items"],
+        data["types"] if "types" in data else None,
+        tuple(str(t) for t in data["type_names"]) if "type_names" in data else (),
     )
     vectors = None
     if (folder / "text_vectors.npy").exists():

@@ -8,7 +8,7 @@ users or events. Items are re-indexed 1..n by popularity; 0 is padding and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -29,12 +29,17 @@ class Sequences:
         offsets (np.ndarray[int64]): shape (n_users + 1,); user ``u``'s history is
             ``items[offsets[u]:offsets[u + 1]]``.
         items (np.ndarray[int32]): shape (n_events,), item indices in history order.
+        types (np.ndarray[int32] | None): shape (n_events,), event-type indices aligned
+            with ``items`` (1..T, 0 = no type), when loaded with types.
+        type_names (tuple[str, ...]): names of types 1..T.
     """
 
     user_ids: np.ndarray
     item_ids: np.ndarray
     offsets: np.ndarray
     items: np.ndarray
+    types: np.ndarray | None = None
+    type_names: tuple[str, ...] = ()
 
     @property
     def n_users(self) -> int:
@@ -70,6 +75,22 @@ class Sequences:
             np.ndarray[int32] of shape (len(users), max_len), most recent item in the
             last column.
         """
+        return self._padded(self.items, max_len, users)
+
+    def padded_types(self, max_len: int, users: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`padded` for the event types (requires ``types``)."""
+        if self.types is None:
+            raise ValueError("these sequences were loaded without event types")
+        return self._padded(self.types, max_len, users)
+
+    def with_items(self, offsets: np.ndarray, take: np.ndarray) -> Sequences:
+        """The same users and vocabulary with the events ``take`` (CSR ``offsets``)."""
+        types = None if self.types is None else self.types[take]
+        return Sequences(
+            self.user_ids, self.item_ids, offsets, self.items[take], types, self.type_names
+        )
+
+    def _padded(self, values: np.ndarray, max_len: int, users: np.ndarray | None) -> np.ndarray:
         users = np.arange(self.n_users) if users is None else np.asarray(users)
         starts, ends = self.offsets[users], self.offsets[users + 1]
         lengths = np.minimum(ends - starts, max_len)
@@ -79,7 +100,7 @@ class Sequences:
         within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         cols = max_len - np.repeat(lengths, lengths) + within
         src = np.repeat(ends - lengths, lengths) + within
-        out[rows, cols] = self.items[src]
+        out[rows, cols] = values[src]
         return out
 
 
@@ -96,8 +117,16 @@ def from_arrow(table: pa.Table, vocab: pa.Table) -> Sequences:
     return Sequences(user_ids=user_ids, item_ids=item_ids, offsets=offsets, items=items)
 
 
-def load_sequences(store: Store, dataset: str) -> Sequences:
-    """Every user's item sequence of ``dataset``, ordered by time then file order."""
+def load_sequences(store: Store, dataset: str, with_types: bool = False) -> Sequences:
+    """Every user's item sequence of ``dataset``, ordered by time then file order.
+
+    With ``with_types``, also each event's type (see :attr:`Sequences.types`).
+    """
     info = store.get_dataset(dataset)
     table, vocab = store.sequences_arrow(info.dataset_id)
-    return from_arrow(table, vocab)
+    seqs = from_arrow(table, vocab)
+    if not with_types:
+        return seqs
+    types, names = store.event_types_arrow(info.dataset_id)
+    values = types.column("types").combine_chunks().values.to_numpy(zero_copy_only=False)
+    return replace(seqs, types=values.astype(np.int32, copy=False), type_names=tuple(names))

@@ -1122,6 +1122,37 @@ class Store:
         finally:
             cur.close()
 
+    def event_types_arrow(self, dataset_id: int):
+        """Every event's type in the order of :meth:`sequences_arrow`, as indices.
+
+        Returns:
+            (table, names): an Arrow table (user_id, types: list<int32>) with types
+            numbered 1..T by frequency (0 = no type), and the list of the T type names.
+        """
+        cur = self._con.cursor()
+        try:
+            names = [
+                r[0]
+                for r in cur.execute(
+                    """SELECT event_type FROM events
+                       WHERE dataset_id = ? AND event_type IS NOT NULL
+                       GROUP BY event_type ORDER BY count(*) DESC, event_type""",
+                    [dataset_id],
+                ).fetchall()
+            ]
+            table = cur.sql(
+                """SELECT e.user_id,
+                          list(coalesce(t.idx, 0)::INTEGER ORDER BY e.pos) AS types
+                   FROM events e LEFT JOIN (
+                       SELECT unnest($names) AS event_type,
+                              generate_subscripts($names, 1) AS idx) t USING (event_type)
+                   WHERE e.dataset_id = $dataset GROUP BY e.user_id ORDER BY e.user_id""",
+                params={"dataset": dataset_id, "names": names},
+            ).to_arrow_table()
+        finally:
+            cur.close()
+        return table, names
+
     def planted_frame(self, dataset_id: int) -> pd.DataFrame:
         """Planted interests of a generated dataset (empty for uploaded data)."""
         return self.query_df(

@@ -110,6 +110,10 @@ class TrainConfig:
         eval_batch (int): users per validation batch.
         min_steps_per_epoch (int): small datasets repeat their windows (each copy masked
             afresh) so that an epoch has at least this many steps between validations.
+        event_types (bool): embed each event's type (view, cart, ...) when the dataset
+            has two or more; masked positions carry no type, and a fraction
+            (``TYPE_DROPOUT``) of windows none at all, so the model also works when
+            types are unknown.
         causal (bool): train a left-to-right model instead (SASRec-style, the baseline of
             :mod:`core.baselines`): every position predicts the next item, no masking.
     """
@@ -138,6 +142,7 @@ class TrainConfig:
     text_encoder: str = "auto"
     eval_batch: int = 512
     min_steps_per_epoch: int = 50
+    event_types: bool = False
     causal: bool = False
 
     @classmethod
@@ -162,7 +167,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def model_config(self, n_items: int, text_dim: int = 0) -> ModelConfig:
+    def model_config(self, n_items: int, text_dim: int = 0, n_event_types: int = 0) -> ModelConfig:
         """The shape of the model these settings train, for ``n_items`` items."""
         return ModelConfig(
             n_items=n_items,
@@ -173,6 +178,7 @@ class TrainConfig:
             dropout=self.dropout,
             text_dim=text_dim,
             causal=self.causal,
+            n_event_types=n_event_types,
         )
 
 
@@ -250,14 +256,19 @@ def leave_one_out(seqs: Sequences) -> Split:
     take = np.repeat(starts, keep_len) + (
         np.arange(keep_len.sum()) - np.repeat(new_offsets[:-1], keep_len)
     )
-    train = Sequences(seqs.user_ids, seqs.item_ids, new_offsets.astype(np.int64), seqs.items[take])
+    train = seqs.with_items(new_offsets.astype(np.int64), take)
     val_users = np.flatnonzero(lengths >= 3)
     val_targets = seqs.items[seqs.offsets[val_users + 1] - 2]
     return Split(train, val_users, val_targets)
 
 
-def training_windows(train: Sequences, max_len: int) -> np.ndarray:
+def training_windows(
+    train: Sequences, max_len: int, values: np.ndarray | None = None
+) -> np.ndarray:
     """All training windows, shape (n_windows, max_len), left-padded.
+
+    ``values`` (aligned with ``train.items``, e.g. ``train.types``) are cut into the
+    same windows instead of the items.
 
     A history of length n gives the window ending at its last item, plus windows
     ending every ``max_len // 2`` items earlier while they still hold 2+ items.
@@ -275,7 +286,8 @@ def training_windows(train: Sequences, max_len: int) -> np.ndarray:
     rows = np.repeat(np.arange(len(users)), width)
     within = np.arange(width.sum()) - np.repeat(np.cumsum(width) - width, width)
     cols = max_len - np.repeat(width, width) + within
-    out[rows, cols] = train.items[np.repeat(starts, width) + within]
+    source = train.items if values is None else values
+    out[rows, cols] = source[np.repeat(starts, width) + within]
     return out
 
 
@@ -368,8 +380,11 @@ def _count_above(
     batch: int = 512,
     exclude_seen: bool = True,
     cap: int | None = None,
+    types: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`rank_targets`; with ``cap``, a rank of ``cap`` or more may stop early.
+
+    ``types``: the histories' event types (same shape), for a model with event types.
 
     A target stops being scored once ``cap`` items are known to beat it, and its
     rank is then some number >= ``cap``: NDCG@k and HR@k need ranks below k only.
@@ -398,7 +413,11 @@ def _count_above(
         hist = torch.as_tensor(histories[rows], device=device).long()
         tgt = torch.as_tensor(targets[rows], device=device).long()
         inputs = (hist if causal else append_mask(hist, mask_index))[:, n_cols - width :]
-        states = model.head(model.encode(inputs, table=table)[:, -1])
+        kinds = None
+        if types is not None:
+            kinds = torch.as_tensor(types[rows], device=device).long()
+            kinds = (kinds if causal else append_mask(kinds, 0))[:, n_cols - width :]
+        states = model.head(model.encode(inputs, kinds, table=table)[:, -1])
         target_logit = (states * table[tgt]).sum(1, keepdim=True) + bias[tgt, None]
         # Columns never counted, each once: the non-items, the target itself and,
         # if asked, the history's items.
@@ -626,8 +645,14 @@ def train(
     val_share = cluster.share(len(split.val_users))
     val_users, val_targets = split.val_users[val_share], split.val_targets[val_share]
     val_hist = split.train.padded(config.max_len - 1, val_users).astype(np.int64)
+    n_types = len(seqs.type_names) if config.event_types and seqs.types is not None else 0
+    n_types = n_types if n_types >= 2 else 0  # one type tells nothing
+    type_windows = val_types = None
+    if n_types:
+        type_windows = training_windows(split.train, config.max_len, split.train.types)
+        val_types = split.train.padded_types(config.max_len - 1, val_users).astype(np.int64)
     model_config = config.model_config(
-        seqs.n_items, 0 if text_vectors is None else int(text_vectors.shape[1])
+        seqs.n_items, 0 if text_vectors is None else int(text_vectors.shape[1]), n_types
     )
     model = PreferenceModel(model_config, text_vectors).to(device)
     step_loss = _LossStep(model)
@@ -674,6 +699,8 @@ def train(
     copies = max(1, math.ceil(config.min_steps_per_epoch * config.batch / len(windows)))
     if copies > 1:
         windows = np.tile(windows, (copies, 1))
+        if type_windows is not None:
+            type_windows = np.tile(type_windows, (copies, 1))
     steps_per_epoch = math.ceil(len(windows) / config.batch)
     window_lengths = (windows != 0).sum(1)
     total_steps = steps_per_epoch * config.epochs
@@ -710,8 +737,12 @@ def train(
                     group["lr"] = config.lr * _lr_at(global_step, total_steps, warmup_steps)
                 width = int(window_lengths[idx].max())
                 batch = torch.as_tensor(windows[idx, config.max_len - width :])
+                types = None
+                if type_windows is not None:
+                    types = torch.as_tensor(type_windows[idx, config.max_len - width :])
                 if config.causal:
                     inputs, mask, batch = causal_batch(batch)
+                    types = None if types is None else types[:, :-1]
                 else:
                     inputs, mask = mask_batch(
                         batch,
@@ -720,6 +751,11 @@ def train(
                         config.last_item_prob,
                         generator,
                     )
+                    if types is not None:  # a masked event's type would give it away
+                        types = types.masked_fill(mask, 0)
+                if types is not None:
+                    unknown = torch.rand(len(idx), generator=generator) < TYPE_DROPOUT
+                    types[unknown] = 0
                 # Each process takes its share of the rows; weighting its mean loss by
                 # its share of the masked positions makes the gradient, averaged over
                 # the processes, the mean over the whole batch.
@@ -730,6 +766,7 @@ def train(
                     mask[share].to(device),
                     batch[share].to(device),
                 )
+                types = None if types is None else types[share].to(device)
                 with _autocast(device):
                     loss = step_loss(
                         inputs,
@@ -740,6 +777,7 @@ def train(
                         sampling_q,
                         generator,
                         device,
+                        types,
                     )
                 optimizer.zero_grad(set_to_none=True)
                 (loss * weight).backward()
@@ -777,7 +815,9 @@ def train(
                     raise StopTraining
                 if over_budget:
                     break
-            ranks = _count_above(model, val_hist, val_targets, device, config.eval_batch, cap=10)
+            ranks = _count_above(
+                model, val_hist, val_targets, device, config.eval_batch, cap=10, types=val_types
+            )
             ndcg, hr = ndcg_hr_at(ranks, 10)
             (shared_loss,) = cluster.total(shared_loss)  # the whole batches' mean loss
             if cluster.world > 1:
@@ -884,6 +924,9 @@ class _LossStep(nn.Module):
         return _step_loss(self.model, inputs, mask, labels, *args)
 
 
+TYPE_DROPOUT = 0.25  # training windows whose event types are all hidden
+
+
 def _step_loss(
     model: PreferenceModel,
     inputs: torch.Tensor,
@@ -894,10 +937,11 @@ def _step_loss(
     sampling_q: torch.Tensor,
     generator: torch.Generator,
     device: torch.device,
+    event_types: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of the masked positions: full softmax or sampled with logQ correction."""
     table = model.item_table()
-    states = model.encode(inputs, table=table)[mask]  # (M, hidden): masked positions only
+    states = model.encode(inputs, event_types, table=table)[mask]  # (M, hidden): masked only
     labels = labels_full[mask]
     if loss_mode == "full":
         if states.is_cuda:  # plenty of memory bandwidth (and bfloat16 autocast) there

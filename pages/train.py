@@ -73,6 +73,12 @@ def start_section(dataset: str) -> None:
         mask_prob = h[3].number_input(
             "Mask probability", 0.05, 0.9, defaults.mask_prob, key=f"mask_{preset}"
         )
+        types = st.checkbox(
+            "Event-type embeddings",
+            key=f"types_{preset}",
+            help="embed each event's type (view, cart, purchase, ...) next to the item, "
+            "when the dataset has several types",
+        )
         text = st.radio(
             "Item text features",
             ["auto", "none"],
@@ -103,6 +109,7 @@ def start_section(dataset: str) -> None:
             lr=float(lr),
             mask_prob=float(mask_prob),
             text_encoder=text,
+            event_types=bool(types),
         )
         if config.hidden % config.heads:
             raise ValueError("the hidden size must be a multiple of the number of heads")

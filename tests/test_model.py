@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -383,3 +384,59 @@ def test_recommend_excludes_seen_items(saved_dir) -> None:
     assert not set(top["item_id"]) & set(history)
     with_seen = recommend(saved, history, k=saved.config.n_items, exclude_seen=False)
     assert set(history) <= set(with_seen["item_id"])
+
+
+# --------------------------------------------------------------------------- event types
+
+
+def test_event_types_are_loaded_in_history_order(demo_store) -> None:
+    seqs = load_sequences(demo_store, "demo", with_types=True)
+    assert seqs.type_names == ("view", "cart", "purchase")
+    user = 0
+    raw = demo_store.query_df(
+        "SELECT event_type FROM events WHERE user_id = ? ORDER BY pos", [seqs.user_ids[user]]
+    )["event_type"].tolist()
+    types = seqs.types[seqs.offsets[user] : seqs.offsets[user + 1]]
+    assert [seqs.type_names[t - 1] for t in types] == raw
+    split = leave_one_out(seqs)  # the split cuts the types with the items
+    assert len(split.train.types) == len(split.train.items)
+    assert (split.train.padded_types(20) > 0).sum() == (split.train.padded(20) > 0).sum()
+
+
+def test_event_type_embeddings_train_save_and_load(demo_store, tmp_path) -> None:
+    seqs = dataset_sequences(demo_store, "demo", with_types=True)
+    config = TrainConfig.from_preset("fast", epochs=2, event_types=True, **TINY)
+    result = train(seqs, config)
+    assert result.model_config.n_event_types == 3
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    model = result.model.eval()
+    items = torch.as_tensor(seqs.padded(10, np.arange(4)), dtype=torch.long)
+    kinds = torch.as_tensor(seqs.padded_types(10, np.arange(4)), dtype=torch.long)
+    with torch.no_grad():
+        typed = model.next_item_logits(
+            append_mask(items, model.config.mask_index), append_mask(kinds, 0)
+        )
+        untyped = model.next_item_logits(append_mask(items, model.config.mask_index))
+    assert not torch.allclose(typed, untyped)  # the types are read
+    from core.jobs import training_record
+
+    record = training_record("typed", "demo", "fp", seqs, result, None)
+    assert record["event_types"] == ["view", "cart", "purchase"]
+    save_model(tmp_path / "typed", result.model, seqs.item_ids, record)
+    loaded = load_model(tmp_path / "typed")
+    assert loaded.config.n_event_types == 3
+    with torch.no_grad():
+        again = loaded.model.next_item_logits(
+            append_mask(items, model.config.mask_index), append_mask(kinds, 0)
+        )
+    torch.testing.assert_close(again, typed)
+    # Without types (an untyped history, a cold user) the model still ranks.
+    assert len(recommend(loaded, list(seqs.item_ids[seqs.history(0)]), k=5)) == 5
+
+
+def test_event_types_are_ignored_when_the_dataset_has_one_type(demo_seqs) -> None:
+    one_type = replace(
+        demo_seqs, types=np.ones(len(demo_seqs.items), np.int32), type_names=("view",)
+    )
+    config = TrainConfig.from_preset("fast", epochs=1, event_types=True, **TINY)
+    assert train(one_type, config).model_config.n_event_types == 0
