@@ -431,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None, help="default 3e-3")
     parser.add_argument("--negatives", type=int, default=None, help="sampled mode (default 2048)")
     parser.add_argument("--mask-prob", type=float, default=None, help="default: TrainConfig's")
+    parser.add_argument("--last-item-prob", type=float, default=None, help="default: TrainConfig's")
     parser.add_argument("--dropout", type=float, default=None, help="default: the preset's")
     parser.add_argument("--naive-steps", type=int, default=3, help="timed naive steps (0 = skip)")
     parser.add_argument("--seed", type=int, default=0)
@@ -461,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             lr=args.lr or 3e-3,
             negatives=args.negatives,
             mask_prob=args.mask_prob,
+            last_item_prob=args.last_item_prob,
             dropout=args.dropout,
             seed=args.seed,
         )
