@@ -167,6 +167,15 @@ def test_main_journey_in_a_real_browser(app_url, upload_files) -> None:
         page.set_default_timeout(60_000)
         journey = Journey(page, app_url)
 
+        # A page's own URL as the very first request of a fresh server (a tab restored
+        # after a restart) gets the app's navigation, not one link per file of pages/.
+        journey.open("data")
+        nav = page.get_by_test_id("stSidebarNav")
+        nav.get_by_role("link", name="Train", exact=True).wait_for(timeout=120_000)
+        assert nav.get_by_role("link", name="common", exact=True).count() == 0
+        page.get_by_role("heading", name="Data", exact=True).wait_for()
+        journey.check("00-data-first")
+
         journey.open("")
         page.get_by_text("RecLens").first.wait_for()
         journey.check("01-home")
