@@ -140,7 +140,15 @@ def training_curves(epochs: list[dict], title: str = "Training") -> go.Figure:
         xaxis=dict(title="epoch", dtick=1 if len(frame) <= 20 else None),
         yaxis=dict(title="loss (cross-entropy)"),
         yaxis2=dict(
-            title="NDCG@10 (full ranking)", overlaying="y", side="right", rangemode="tozero"
+            title="NDCG@10 (full ranking)",
+            overlaying="y",
+            side="right",
+            rangemode="tozero",
+            # its own round ticks (Streamlit's theme would align them to the loss axis)
+            tickmode="auto",
+            nticks=6,
+            tickformat=".2f",
+            showgrid=False,
         ),
         legend=dict(orientation="h", y=-0.25),
         **_LAYOUT,
