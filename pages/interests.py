@@ -121,7 +121,8 @@ if not truth.empty:
         if len(mine):
             r = mine.iloc[0]
             c = st.columns(3)
-            c[0].metric("Planted interests", str(r["planted"]))
+            # a list of several categories: as text, which wraps (a metric would cut it)
+            c[0].markdown(f"Planted interests  \n**{md_escape(str(r['planted']))}**")
             c[1].metric("Planted final interest", str(r["planted_final"]))
             c[2].metric(
                 "Recovered (end of history)",
