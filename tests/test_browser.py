@@ -100,6 +100,15 @@ def upload_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return events, items
 
 
+def set_fields(journey: Journey, values: dict[str, str]) -> None:
+    """Type into labelled text or number inputs, one rerun each."""
+    for label, value in values.items():
+        field = journey.page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+        journey.settle()
+
+
 class Journey:
     """One browser page plus the checks made after every step."""
 
@@ -194,14 +203,38 @@ def test_main_journey_in_a_real_browser(app_url, upload_files) -> None:
         assert page.get_by_text("shop_events").count() > 0
         journey.check("02-data-ingested")
 
-        # Train a small model on it with the fast preset, in the background.
+        # A long run in the background while two other browser sessions work: one
+        # ingests a dataset, one reads the dashboards (and sees the run going).
         journey.open("train")
         page.get_by_text("Hyperparameters").click()
-        for label, value in (("Epochs", "2"), ("Hidden size", "32")):
-            field = page.get_by_label(label, exact=True)
-            field.fill(value)
-            field.press("Enter")
-            journey.settle()
+        set_fields(journey, {"Epochs": "60", "Hidden size": "32"})
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text("· running").first.wait_for(timeout=120_000)
+        uploader = Journey(browser.new_context().new_page(), app_url)
+        uploader.open("data")
+        uploader.page.get_by_role("tab", name="Upload").click()
+        drop = uploader.page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+        drop.nth(0).set_input_files(str(events))
+        uploader.settle()
+        set_fields(uploader, {"Dataset name": "shop_copy"})
+        uploader.page.get_by_role("button", name="Ingest").click()
+        reader = Journey(browser.new_context().new_page(), app_url)
+        reader.open("data")
+        reader.page.get_by_text("Events per user").first.wait_for()
+        reader.check("03a-reader-data-while-training-and-ingesting")
+        uploader.page.get_by_text("Loaded").first.wait_for(timeout=120_000)
+        uploader.check("03b-uploader-ingested-while-training")
+        reader.nav("Train")
+        reader.page.get_by_text("· running").first.wait_for()  # the run is still going
+        reader.check("03c-reader-train-page")
+        for other in (uploader, reader):
+            other.page.context.close()
+
+        # Stop it (it stays resumable), then train the small model the journey uses.
+        page.get_by_role("button", name="Stop", exact=True).click()
+        page.get_by_text("Stopped before the end").first.wait_for(timeout=120_000)
+        journey.settle()
+        set_fields(journey, {"Epochs": "2"})
         page.get_by_role("button", name="Start training").click()
         page.get_by_role("button", name="Use this model").wait_for(timeout=300_000)
         journey.check("03-train-finished")
