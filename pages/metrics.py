@@ -125,6 +125,22 @@ def pick_run(info) -> ev.Evaluation | None:
     return ev.load(get_store(), run_id)
 
 
+def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
+    """Each metric with its 95% interval in one cell, "0.402 [0.357, 0.458]"
+    (the CSV download keeps the numbers apart)."""
+    out = table[[c for c in table.columns if not c.endswith((" low", " high"))]].copy()
+    for column in out.columns:
+        if f"{column} low" not in table.columns:
+            continue
+        out[column] = [
+            "" if pd.isna(v) else f"{v:.4f}" + ("" if pd.isna(lo) else f" [{lo:.4f}, {hi:.4f}]")
+            for v, lo, hi in zip(
+                table[column], table[f"{column} low"], table[f"{column} high"], strict=True
+            )
+        ]
+    return out
+
+
 def results_section(result: ev.Evaluation) -> None:
     settings = result.settings
     k = settings["k"]
@@ -140,8 +156,7 @@ def results_section(result: ev.Evaluation) -> None:
         )
         + ". Ties are counted as their expected position."
     )
-    table = result.table(k)
-    st.dataframe(table, hide_index=True, key="eval_table")
+    st.dataframe(with_intervals(result.table(k)), hide_index=True, key="eval_table")
     st.download_button(
         "Download all metrics (CSV)",
         result.long_frame().to_csv(index=False).encode(),

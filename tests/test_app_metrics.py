@@ -62,7 +62,10 @@ def test_baselines_alone_run_and_show_labelled_results(app: AppTest) -> None:
     assert "3,000 users evaluated" in protocol
     table = next(d.value for d in app.dataframe if "ndcg@10" in d.value.columns)
     assert set(table["name"]) == {"pop", "markov"}
-    assert (table["ndcg@10 low"] <= table["ndcg@10"]).all()
+    # each cell: value [low, high] of the 95% interval
+    cells = table["ndcg@10"].str.extract(r"^([\d.]+) \[([\d.]+), ([\d.]+)\]$").astype(float)
+    assert not cells.isna().any().any(), table["ndcg@10"].tolist()
+    assert ((cells[1] <= cells[0]) & (cells[0] <= cells[2])).all()
     assert len(app.get("plotly_chart")) >= 5
     assert app.get("download_button")
     # the run is stored: a fresh session lists it and loads it
