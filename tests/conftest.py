@@ -7,9 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
 
 from core.demo import load_demo
 from core.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DEMO_USERS = 300
 
@@ -54,3 +59,40 @@ def write(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture
+def navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every AppTest rerun through app.py, as the real server does.
+
+    AppTest resets Streamlit's "uses a pages/ directory" flag before each run, and our
+    page files live in ``pages/``, so from the second run on it would execute the page
+    file alone (the old MPA v1 mode), skipping app.py and its sidebar. A real server sets
+    the flag to False for good once ``st.navigation`` has run; this does the same.
+    """
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture
+def start_app(monkeypatch: pytest.MonkeyPatch, navigation_mode: None):
+    """``start_app(db, timeout)``: AppTest of app.py on database file ``db`` (the demo
+    is seeded on first start; no automatic training), run once without exceptions."""
+
+    def _start(db: Path, timeout: float = 180) -> AppTest:
+        monkeypatch.setenv("RECLENS_DB", str(db))
+        monkeypatch.setenv("RECLENS_HOME", str(db.parent))
+        monkeypatch.setenv("RECLENS_AUTOTRAIN", "0")  # tests start their own runs
+        st.cache_resource.clear()
+        st.cache_data.clear()
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+        at.run()
+        assert not at.exception, at.exception
+        return at
+
+    return _start

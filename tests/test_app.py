@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from core.store import open_store
@@ -25,35 +23,10 @@ RATINGS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch) -> None:
-    """Run every AppTest rerun through app.py, as the real server does.
-
-    AppTest resets Streamlit's "uses a pages/ directory" flag before each run, and our
-    page files live in ``pages/``, so from the second run on it would execute the page
-    file alone (the old MPA v1 mode), skipping app.py and its sidebar. A real server sets
-    the flag to False for good once ``st.navigation`` has run; this does the same.
-    """
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
 @pytest.fixture
-def app(tmp_path, monkeypatch) -> AppTest:
+def app(tmp_path, start_app) -> AppTest:
     """The app on a fresh database file (seeded with the demo on first start)."""
-    monkeypatch.setenv("RECLENS_DB", str(tmp_path / "app.duckdb"))
-    monkeypatch.setenv("RECLENS_AUTOTRAIN", "0")  # tests start their own runs
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return start_app(tmp_path / "app.duckdb", TIMEOUT)
 
 
 def test_first_start_seeds_the_demo_and_home_shows_it(app: AppTest) -> None:

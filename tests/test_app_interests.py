@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from _trained import MODEL, copy_of_trained
 from streamlit.proto.WidgetStates_pb2 import WidgetState
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from core.demo import load_demo
@@ -19,34 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180
 
 
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch) -> None:
-    """Run every AppTest rerun through app.py, as the real server does (see test_app.py)."""
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
-def _start(db: Path, monkeypatch) -> AppTest:
-    monkeypatch.setenv("RECLENS_DB", str(db))
-    monkeypatch.setenv("RECLENS_HOME", str(db.parent))
-    monkeypatch.setenv("RECLENS_AUTOTRAIN", "0")
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 @pytest.fixture
-def app(tmp_path, monkeypatch) -> AppTest:
+def app(tmp_path, start_app) -> AppTest:
     """The app on a copy of the trained demo database; the model is active."""
-    at = _start(copy_of_trained(tmp_path), monkeypatch)
+    at = start_app(copy_of_trained(tmp_path), TIMEOUT)
     assert at.sidebar.selectbox(key="active_model_picker").value == MODEL
     return at
 
@@ -163,12 +137,12 @@ def test_recommendations_page_list_what_if_baseline_and_export(app) -> None:
     assert app.get("download_button")
 
 
-def test_pages_point_to_the_train_page_without_a_model(tmp_path, monkeypatch) -> None:
+def test_pages_point_to_the_train_page_without_a_model(tmp_path, start_app) -> None:
     db = tmp_path / "nomodel.duckdb"
     store = Store(db)
     load_demo(store, n_users=30)
     store.close()
-    app = _start(db, monkeypatch)
+    app = start_app(db, TIMEOUT)
     for page in ("pages/interests.py", "pages/recommendations.py"):
         app.switch_page(page).run()
         assert not app.exception, app.exception

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from core.jobs import train_dataset
@@ -17,30 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180
 
 
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch) -> None:
-    """Run every AppTest rerun through app.py, as the real server does (see test_app.py)."""
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
 @pytest.fixture
-def app(tmp_path, monkeypatch) -> AppTest:
+def app(tmp_path, start_app) -> AppTest:
     """The app on a fresh database file (seeded with the demo on first start)."""
-    monkeypatch.setenv("RECLENS_DB", str(tmp_path / "app.duckdb"))
-    monkeypatch.setenv("RECLENS_HOME", str(tmp_path))
-    monkeypatch.setenv("RECLENS_AUTOTRAIN", "0")  # tests start their own runs
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return start_app(tmp_path / "app.duckdb", TIMEOUT)
 
 
 def _metrics_page(app: AppTest) -> AppTest:
