@@ -734,38 +734,30 @@ class Evaluation:
     def long_frame(self) -> pd.DataFrame:
         """Every ranking metric at every K: name, kind, metric, k, value, low, high, ranking."""
         rows = []
+
+        def row(name, res, key, value, low, high, ranking) -> dict:
+            metric, _, k = key.partition("@")
+            kind = res.get("kind", "")
+            k = int(k) if k else None
+            return dict(
+                name=name,
+                kind=kind,
+                metric=metric,
+                k=k,
+                value=value,
+                low=low,
+                high=high,
+                ranking=ranking,
+            )
+
         for name, res in self.results.items():
             for key, value in res.items():
                 if not isinstance(value, int | float) or key in ("users", "seconds", "fit_seconds"):
                     continue
-                metric, _, k = key.partition("@")
                 lo, hi = res.get("ci", {}).get(key, (value, value))
-                rows.append(
-                    dict(
-                        name=name,
-                        kind=res.get("kind", ""),
-                        metric=metric,
-                        k=int(k) if k else None,
-                        value=value,
-                        low=lo,
-                        high=hi,
-                        ranking="full",
-                    )
-                )
+                rows.append(row(name, res, key, value, lo, hi, "full"))
             for key, value in res.get("sampled", {}).items():
-                metric, _, k = key.partition("@")
-                rows.append(
-                    dict(
-                        name=name,
-                        kind=res.get("kind", ""),
-                        metric=metric,
-                        k=int(k) if k else None,
-                        value=value,
-                        low=value,
-                        high=value,
-                        ranking="sampled",
-                    )
-                )
+                rows.append(row(name, res, key, value, value, value, "sampled"))
         return pd.DataFrame(
             rows, columns=["name", "kind", "metric", "k", "value", "low", "high", "ranking"]
         )
