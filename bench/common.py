@@ -81,3 +81,17 @@ def code_state(files: Sequence[str]) -> dict:
     except OSError:
         pass
     return state
+
+
+def ingest_beauty(store, path: str | Path):
+    """Load Amazon Beauty's ``beauty.txt`` (``user item``, space-delimited, no header,
+    file order = time) into ``store`` as dataset ``beauty``; returns the IngestResult."""
+    from core.ingest import EventMapping, ReadOptions, ingest
+
+    return ingest(
+        store,
+        "beauty",
+        path,
+        EventMapping(user=1, item=2),
+        read=ReadOptions(delimiter=" ", header=False),
+    )

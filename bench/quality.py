@@ -36,12 +36,11 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, code_state, loadavg, log  # noqa: E402  (bench/common.py)
+from common import ROOT, code_state, ingest_beauty, loadavg, log  # noqa: E402  (bench/common.py)
 from common import machine as machine_facts  # noqa: E402
 
 from core.baselines import parse_baselines  # noqa: E402
 from core.evaluate import EvalConfig, run  # noqa: E402
-from core.ingest import EventMapping, ReadOptions, ingest  # noqa: E402
 from core.jobs import train_dataset  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.train import TrainConfig  # noqa: E402
@@ -76,13 +75,7 @@ def main() -> int:
     try:
         store = Store(work / "bench.duckdb")
         t0 = time.perf_counter()
-        ingest(
-            store,
-            "beauty",
-            args.data,
-            EventMapping(user=1, item=2),
-            read=ReadOptions(delimiter=" ", header=False),
-        )
+        ingest_beauty(store, args.data)
         ingest_s = time.perf_counter() - t0
         log(f"ingested in {ingest_s:.1f} s; training BERT ({args.preset}, {args.budget:.0f} s)")
         config = TrainConfig.from_preset(

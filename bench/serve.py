@@ -35,11 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import ROOT, code_state, loadavg, log  # noqa: E402  (bench/common.py)
+from common import ROOT, code_state, ingest_beauty, loadavg, log  # noqa: E402  (bench/common.py)
 from common import machine as machine_facts  # noqa: E402
 
 from core import interests  # noqa: E402
-from core.ingest import EventMapping, ReadOptions, ingest  # noqa: E402
 from core.jobs import resolve_model, train_dataset  # noqa: E402
 from core.recommend import export_top_k, load_model_data, recommend  # noqa: E402
 from core.store import Store  # noqa: E402
@@ -89,13 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = Store(work / "bench.duckdb")
         t0 = time.perf_counter()
-        ingest(
-            store,
-            "beauty",
-            args.data,
-            EventMapping(user=1, item=2),
-            read=ReadOptions(delimiter=" ", header=False),
-        )
+        ingest_beauty(store, args.data)
         info = store.get_dataset("beauty")
         report["dataset"] = {
             "file": str(args.data),

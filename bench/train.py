@@ -52,10 +52,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import ROOT, code_state, loadavg, log  # noqa: E402  (bench/common.py)
+from common import ROOT, code_state, ingest_beauty, loadavg, log  # noqa: E402  (bench/common.py)
 from common import machine as machine_facts  # noqa: E402
 
-from core.ingest import EventMapping, ReadOptions, ingest  # noqa: E402
 from core.model import PreferenceModel  # noqa: E402
 from core.sequences import Sequences, load_sequences  # noqa: E402
 from core.store import Store  # noqa: E402
@@ -106,13 +105,7 @@ def load_beauty(path: Path, work: Path) -> tuple[Sequences, dict]:
     t0 = time.perf_counter()
     store = Store(work / "bench.duckdb")
     try:
-        result = ingest(
-            store,
-            "beauty",
-            path,
-            EventMapping(user=1, item=2),
-            read=ReadOptions(delimiter=" ", header=False),
-        )
+        result = ingest_beauty(store, path)
         t1 = time.perf_counter()
         seqs = load_sequences(store, "beauty")
         t2 = time.perf_counter()
