@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
-from test_app import navigation_mode  # noqa: F401  (the fixture: every rerun through app.py)
 from test_cli import assert_user_error
 
 from core.ingest import IngestError, ItemMapping, ingest
@@ -32,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "data" / "bad_input"
 sys.path.insert(0, str(ROOT / "tests" / "data"))
 from make_bad_input import make_all  # noqa: E402
+
+# Every AppTest rerun goes through app.py, as on the real server (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("navigation_mode")
 
 CASES = {c["id"]: c for c in json.loads((CORPUS / "expected.json").read_text())["cases"]}
 PAGE_CASES = [cid for cid, c in CASES.items() if c.get("page")]

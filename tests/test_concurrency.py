@@ -10,15 +10,18 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
-from test_app import navigation_mode  # noqa: F401  (the fixture: every rerun through app.py)
 
 from core.demo import load_demo
 from core.ingest import ingest
 from core.jobs import collect_run, run_status, start_run
 from core.store import Store, open_store
 from core.train import TrainConfig
+
+# Every AppTest rerun goes through app.py, as on the real server (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("navigation_mode")
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 600  # a bound against a hang, never a speed requirement

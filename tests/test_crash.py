@@ -21,7 +21,6 @@ import duckdb
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
-from test_app import navigation_mode  # noqa: F401  (the fixture: every rerun through app.py)
 from test_cli import assert_user_error
 
 from core.checkpoint import CheckpointError
@@ -30,6 +29,9 @@ from core.ingest import ingest
 from core.jobs import collect_run, resolve_model, run_status, start_run
 from core.store import SCHEMA_VERSION, Store, StoreError
 from core.train import TrainConfig
+
+# Every AppTest rerun goes through app.py, as on the real server (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("navigation_mode")
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(hidden=16, layers=1, heads=2, max_len=20, batch=64, text_encoder="none", seed=1)

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
-from test_app import navigation_mode  # noqa: F401  (the fixture: every rerun through app.py)
 
 from core.ingest import EventMapping, IngestError, ItemMapping, ingest
 from core.store import Store, open_store
+
+# Every AppTest rerun goes through app.py, as on the real server (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("navigation_mode")
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = [
