@@ -12,9 +12,10 @@ by a failing load because the whole load is a single transaction.
 from __future__ import annotations
 
 import codecs
+import gzip
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -312,8 +313,7 @@ def detect_source(
         raise IngestError(f"unsupported encoding {options.encoding!r}: use utf-8 or latin-1")
     if options.encoding == "auto" and not _looks_utf8(head, gzipped=compression == "gzip"):
         encoding = "latin-1"
-    if compression == "none":
-        _refuse_very_wide_lines(path, display, options.delimiter)
+    _refuse_very_wide_lines(path, display, options.delimiter, gzipped=compression == "gzip")
     return SourceSpec(
         str(path),
         kind="csv",
@@ -327,39 +327,71 @@ def detect_source(
 MAX_FIELDS = 10_000
 
 
-def _refuse_very_wide_lines(path: Path, display: str, delimiter: str | None) -> None:
+def _refuse_very_wide_lines(
+    path: Path, display: str, delimiter: str | None, gzipped: bool = False, chunk: int = 1 << 24
+) -> None:
     """Refuse a file with a line of more than :data:`MAX_FIELDS` fields, before DuckDB reads it.
 
     DuckDB's reader records a rejected line once per surplus column, copying the line
     each time: one line of 100,000 fields takes it hours. A numpy pass over the bytes
     (about a second per GB) counts each candidate delimiter per line; a quoted field
     full of commas can only make the count too high, and a row of 10,000 fields is no
-    behaviour log anyway.
+    behaviour log anyway. A gzip file is decompressed ``chunk`` bytes at a time (never
+    whole), and a line may run across chunks: its count carries over.
     """
     candidates = [delimiter] if delimiter else [",", ";", "\t", "|", " "]
     codes = [ord(c) for c in candidates if len(c.encode("latin-1", "replace")) == 1]
     lines_before, carry = 0, np.zeros(len(codes), dtype=np.int64)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 24):
-            data = np.frombuffer(chunk, dtype=np.uint8)
-            ends = np.flatnonzero(data == 10)
-            for i, code in enumerate(codes):
-                at = np.flatnonzero(data == code)
-                per_line = np.diff(np.searchsorted(at, ends), prepend=0)
-                if per_line.size:
-                    per_line[0] += carry[i]
-                tail = at.size - (np.searchsorted(at, ends[-1]) if ends.size else 0)
-                carry[i] = tail + (0 if ends.size else carry[i])
-                worst = int(per_line.max()) if per_line.size else 0
-                if max(worst, int(carry[i])) >= MAX_FIELDS:
-                    where = int(per_line.argmax()) if worst >= MAX_FIELDS else ends.size
-                    line = lines_before + where + 1
-                    raise IngestError(
-                        f"line {line} of {display} has more than {MAX_FIELDS:,} fields (or one "
-                        "enormous line): it is not a table of events; check the delimiter and "
-                        "that quotes are balanced"
-                    )
-            lines_before += ends.size
+    for block in _text_blocks(path, gzipped, chunk):
+        data = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(data == 10)
+        for i, code in enumerate(codes):
+            at = np.flatnonzero(data == code)
+            per_line = np.diff(np.searchsorted(at, ends), prepend=0)
+            if per_line.size:
+                per_line[0] += carry[i]
+            tail = at.size - (np.searchsorted(at, ends[-1]) if ends.size else 0)
+            carry[i] = tail + (0 if ends.size else carry[i])
+            worst = int(per_line.max()) if per_line.size else 0
+            if max(worst, int(carry[i])) >= MAX_FIELDS:
+                where = int(per_line.argmax()) if worst >= MAX_FIELDS else ends.size
+                line = lines_before + where + 1
+                raise IngestError(
+                    f"line {line} of {display} has more than {MAX_FIELDS:,} fields (or one "
+                    "enormous line): it is not a table of events; check the delimiter and "
+                    "that quotes are balanced"
+                )
+        lines_before += ends.size
+
+
+def _text_blocks(path: Path, gzipped: bool, size: int) -> Iterator[bytes]:
+    """The bytes of a file about ``size`` at a time, decompressed on the fly when ``gzipped``.
+
+    A truncated or corrupt gzip file ends the blocks where it breaks: all that could be
+    decompressed is yielded, and DuckDB's reader then reports the damage (see
+    :func:`_explain`), as for any gzip file.
+    """
+    if not gzipped:
+        with open(path, "rb") as fh:
+            while block := fh.read(size):
+                yield block
+        return
+    with gzip.open(path, "rb") as fh:
+        pieces: list[bytes] = []
+        held = 0
+        while True:
+            try:
+                piece = fh.read1(size - held)  # one read's worth, so damage loses nothing
+            except (EOFError, OSError, zlib.error):  # gzip.BadGzipFile is an OSError
+                piece = b""
+            if piece:
+                pieces.append(piece)
+                held += len(piece)
+            if held and (held >= size or not piece):
+                yield b"".join(pieces)
+                pieces, held = [], 0
+            if not piece:
+                return
 
 
 def _looks_utf8(head: bytes, gzipped: bool) -> bool:

@@ -19,6 +19,7 @@ from core.ingest import (
     IngestError,
     ItemMapping,
     ReadOptions,
+    _refuse_very_wide_lines,
     ingest,
     inspect,
     suggest_item_mapping,
@@ -244,6 +245,57 @@ def test_truncated_gzip_is_a_clear_error_and_changes_nothing(store: Store, write
     assert "cut.csv.gz" in message and "truncated or corrupt" in message
     assert "\n" not in message
     assert store.table_fingerprints() == snapshot
+
+
+def _wide_line_refusal(path: Path, chunk: int, gzipped: bool) -> str | None:
+    """The wide-line scan's message for ``path`` read ``chunk`` bytes at a time, if any."""
+    try:
+        _refuse_very_wide_lines(path, path.name, None, gzipped=gzipped, chunk=chunk)
+    except IngestError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("chunk", [97, 4096, 1 << 24])
+def test_wide_line_scan_counts_across_chunks_plain_and_gzip(chunk: int, write) -> None:
+    """A line spanning many (decompressed) chunks is counted whole, with its line number.
+
+    10,000 fields pass, 10,001 do not; narrow lines either side of a chunk boundary are
+    never added together; the gzip scan agrees with the plain one at every chunk size.
+    """
+    narrow = "".join(f"u{i},i{i}\n" for i in range(3000))  # crosses chunk boundaries
+    cases = {
+        "edge.csv": (f"user,item\n{narrow}" + ",".join(["v"] * 10_000) + f"\n{narrow}", None),
+        "wide.csv": (f"user,item\n{narrow}" + ",".join(["v"] * 10_001) + "\nu,b\n", 3002),
+        "last.csv": (f"user,item\n{narrow}" + ";".join(["v"] * 20_000), 3002),  # no newline
+    }
+    for name, (text, line) in cases.items():
+        plain = write(name, text)
+        packed = write(name + ".gz", gzip.compress(text.encode()))
+        for path, gzipped in ((plain, False), (packed, True)):
+            message = _wide_line_refusal(path, chunk, gzipped)
+            if line is None:
+                assert message is None, (name, gzipped, message)
+            else:
+                assert message is not None, (name, gzipped)
+                assert message.startswith(f"line {line} of {path.name} has more than 10,000")
+
+
+def test_wide_line_in_a_truncated_gzip_is_still_found(write) -> None:
+    """All that decompresses is scanned; a cut after the wide line does not hide it."""
+    wide = ",".join(["v"] * 20_000)
+    data = gzip.compress(f"user,item\nu1,a\n{wide}\n".encode() + os.urandom(200_000))
+    path = write("cut_wide.csv.gz", data[: len(data) - 1000])
+    assert _wide_line_refusal(path, 1 << 24, True).startswith("line 3 of cut_wide.csv.gz")
+
+
+def test_large_gzip_csv_loads_after_the_scan(store: Store, write) -> None:
+    """A gzip file bigger than one scan chunk still loads, every row of it."""
+    body = "user,item\n" + "".join(f"u{i % 5000},i{i % 811}\n" for i in range(300_000))
+    path = write("many.csv.gz", gzip.compress(body.encode(), compresslevel=1))
+    _refuse_very_wide_lines(path, path.name, None, gzipped=True, chunk=1 << 16)
+    result = ingest(store, "many", path)
+    assert result.dataset.n_events == 300_000
 
 
 # --------------------------------------------------------------------------- parquet

@@ -9,6 +9,7 @@ this script writes as ``OUT_DIR/NAME``.
 
 from __future__ import annotations
 
+import gzip
 import sys
 from pathlib import Path
 
@@ -21,6 +22,12 @@ def enormous_line_fields(path: Path) -> None:
         out.write("\nu2,b\n")
 
 
+def enormous_line_fields_gzip(path: Path) -> None:
+    """The same shape gzip-compressed: line 3 has 20,000 fields, scanned while decompressing."""
+    wide = ",".join(["v"] * 20_000)
+    path.write_bytes(gzip.compress(f"user,item\nu1,a\n{wide}\nu2,b\n".encode(), mtime=0))
+
+
 def enormous_line_field(path: Path) -> None:
     """One row whose item field is 5 MB long: past DuckDB's 2 MB line limit."""
     with open(path, "w", encoding="utf-8", newline="") as out:
@@ -31,6 +38,7 @@ def enormous_line_field(path: Path) -> None:
 
 GENERATORS = {
     "enormous_line_fields.csv": enormous_line_fields,
+    "enormous_line_fields.csv.gz": enormous_line_fields_gzip,
     "enormous_line_field.csv": enormous_line_field,
 }
 
