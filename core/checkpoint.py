@@ -9,8 +9,9 @@ A model directory holds:
   name and fingerprint, and the headline metrics;
 * ``README.md``: a short model card.
 
-Writing is atomic (a temporary folder, then a rename), and loading verifies every
-file and never unpickles anything: a corrupt or incompatible directory gives a
+Writing is atomic (a temporary folder, then a rename; see :func:`replace_folder` for
+what a crash between its renames leaves and how it is undone), and loading verifies
+every file and never unpickles anything: a corrupt or incompatible directory gives a
 :class:`CheckpointError` with a message, a model of another dataset version loads
 with a warning.
 """
@@ -94,13 +95,60 @@ def save_model(
     training = {**training, "saved": datetime.now(UTC).isoformat(timespec="seconds")}
     (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str))
     (tmp / "README.md").write_text(model_card(model.config, training))
-    old = folder.with_name(f".{folder.name}.old")
+    return replace_folder(tmp, folder)
+
+
+def replace_folder(tmp: str | Path, folder: str | Path) -> Path:
+    """Put the completely written folder ``tmp`` in place of ``folder``; returns ``folder``.
+
+    A directory cannot be renamed over a non-empty one, so this takes two renames:
+    ``folder`` aside to ``.NAME.old``, then ``tmp`` to ``folder``. A process killed
+    between them leaves no ``folder`` but a complete ``.NAME.old`` (moved aside whole,
+    in one rename). :func:`last_complete` finds it for readers and
+    :func:`restore_interrupted` (run here first) puts it back, so the next replace does
+    not delete the only complete version. Killed earlier, ``folder`` is untouched and
+    only a stray ``tmp`` is left; killed later, only a stray ``.NAME.old``.
+    """
+    tmp, folder = Path(tmp), Path(folder)
+    old = _aside(folder)
+    restore_interrupted(folder)
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
-    tmp.rename(folder)
+    tmp.rename(folder)  # killed just before this: see last_complete
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def last_complete(folder: str | Path) -> Path | None:
+    """The last completely written version of ``folder``, without changing anything.
+
+    ``folder`` itself when it exists; its ``.NAME.old`` when a :func:`replace_folder`
+    was cut between its two renames; else None.
+    """
+    folder = Path(folder)
+    if folder.exists():
+        return folder
+    return _aside(folder) if _aside(folder).is_dir() else None
+
+
+def restore_interrupted(folder: str | Path) -> bool:
+    """Put back the version of ``folder`` a cut :func:`replace_folder` left aside.
+
+    Returns whether there was one. Writers call this before writing again (and a
+    resume before it reads); a ``.NAME.old`` next to an existing ``folder`` is a cut
+    clean-up and is left for the next replace to delete.
+    """
+    folder = Path(folder)
+    found = last_complete(folder)
+    if found is None or found == folder:
+        return False
+    found.rename(folder)
+    return True
+
+
+def _aside(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.old")
 
 
 def load_model(
@@ -110,6 +158,9 @@ def load_model(
     device: str | torch.device = "cpu",
 ) -> SavedModel:
     """Load a model directory, verifying every file.
+
+    When the last save of ``folder`` was killed between its renames (no ``folder``,
+    a complete ``.NAME.old``), that previous version loads, with a warning.
 
     Args:
         folder: the model directory.
@@ -121,6 +172,13 @@ def load_model(
         CheckpointError: a missing, corrupt or incompatible file, with which one.
     """
     folder = Path(folder)
+    notes = []
+    found = last_complete(folder)
+    if found is not None and found != folder:
+        notes.append(
+            f"the last save of {folder} was interrupted; this is the version saved before it"
+        )
+        folder = found
     if not folder.is_dir():
         raise CheckpointError(f"no model directory at {folder}")
     missing = [name for name in FILES if not (folder / name).is_file()]
@@ -157,7 +215,7 @@ def load_model(
             f"{folder}/model.safetensors does not match config.json: {_first_line(exc)}"
         ) from None
     model.to(device).eval()
-    warnings = [w for w in [stale_warning(training, expected_fingerprint)] if w]
+    warnings = notes + [w for w in [stale_warning(training, expected_fingerprint)] if w]
     return SavedModel(model, config, np.asarray(item_ids, dtype=object), training, folder, warnings)
 
 
