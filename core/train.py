@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from core.checkpoint import replace_folder, restore_interrupted
 from core.model import ModelConfig, PreferenceModel, append_mask
 from core.sequences import Sequences
 
@@ -485,12 +486,7 @@ def _save_run_checkpoint(
     opt_tensors, opt_meta = _flatten_optimizer(optimizer)
     save_file(opt_tensors, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps({**state, "optimizer": opt_meta}))
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, folder)
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -710,6 +706,8 @@ def train(
     best_ndcg, best_epoch, bad_epochs, start_epoch = -1.0, 0, 0, 0
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     checkpoint = Path(run_dir) / "checkpoint" if run_dir else None
+    if resume and checkpoint:
+        restore_interrupted(checkpoint)  # a kill between the two renames of a save
     if resume and checkpoint and (checkpoint / "state.json").exists():
         state = json.loads((checkpoint / "state.json").read_text())
         model.load_state_dict(load_file(checkpoint / "model.safetensors", device=str(device)))

@@ -277,19 +277,7 @@ def test_sigkill_while_saving_a_model_leaves_only_complete_models(
 
 @pytest.mark.parametrize(
     "window",
-    [
-        "written",
-        pytest.param(
-            "swapping",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="core/train.py resumes only from run_dir/checkpoint and does not look "
-                "for the complete checkpoint a cut swap left aside (checkpoint.old): the run "
-                "restarts from epoch 1; the fix is to use core.checkpoint.replace_folder "
-                "and restore_interrupted there",
-            ),
-        ),
-    ],
+    ["written", "swapping"],
 )
 def test_sigkill_while_writing_a_run_checkpoint_resumes_from_the_last_complete_one(
     window: str, tmp_path: Path
