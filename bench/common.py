@@ -83,6 +83,22 @@ def code_state(files: Sequence[str]) -> dict:
     return state
 
 
+def ingest_movielens(store, folder: str | Path):
+    """Load MovieLens ml-latest-small (``ratings.csv`` + ``movies.csv`` in ``folder``) into
+    ``store`` as dataset ``movielens``, every rating an event; returns the IngestResult."""
+    from core.ingest import EventMapping, ItemMapping, ingest
+
+    folder = Path(folder)
+    return ingest(
+        store,
+        "movielens",
+        folder / "ratings.csv",
+        EventMapping(user="userId", item="movieId", time="timestamp", value="rating"),
+        items_path=folder / "movies.csv",
+        item_mapping=ItemMapping(item="movieId", title="title", categories="genres"),
+    )
+
+
 def ingest_beauty(store, path: str | Path):
     """Load Amazon Beauty's ``beauty.txt`` (``user item``, space-delimited, no header,
     file order = time) into ``store`` as dataset ``beauty``; returns the IngestResult."""

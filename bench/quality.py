@@ -1,10 +1,13 @@
 """Benchmark: quality of our BERT model against every baseline on Amazon Beauty.
 
     .venv/bin/python bench/quality.py [--budget S] [--preset fast|balanced|quality]
+                                      [--epochs N] [--batch B] [--lr LR] [--next-items SHARE]
                                       [--baselines all|LIST] [--sampled N] [--data PATH]
 
 Loads ``beauty.txt`` (``user item``, space-delimited, no header, file order = time;
-40,226 users, 54,542 items) into a temporary store with ``core.ingest.ingest``, then
+40,226 users, 54,542 items) into a temporary store with ``core.ingest.ingest`` (or, when
+``--data`` is a folder, MovieLens ``ratings.csv`` + ``movies.csv``, every rating an
+event, time-ordered), then
 under the default protocol of :mod:`core.evaluate` (leave-one-out, full ranking over
 all items, the user's own items excluded):
 
@@ -36,7 +39,14 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, code_state, ingest_beauty, loadavg, log  # noqa: E402  (bench/common.py)
+from common import (  # noqa: E402  (bench/common.py)
+    ROOT,
+    code_state,
+    ingest_beauty,
+    ingest_movielens,
+    loadavg,
+    log,
+)
 from common import machine as machine_facts  # noqa: E402
 
 from core.baselines import parse_baselines  # noqa: E402
@@ -60,6 +70,10 @@ def main() -> int:
     parser.add_argument("--preset", default="fast", choices=["fast", "balanced", "quality"])
     parser.add_argument("--budget", type=float, default=480.0, help="training seconds per model")
     parser.add_argument("--epochs", type=int, help="override the preset's epochs")
+    parser.add_argument("--batch", type=int, help="override the preset's batch")
+    parser.add_argument("--lr", type=float, help="override the preset's learning rate")
+    parser.add_argument("--next-items", type=float, help="override the preset's next-item share")
+    parser.add_argument("--loss", choices=["auto", "full", "sampled"], help="BERT's loss")
     parser.add_argument("--baselines", default="all")
     parser.add_argument("--sampled", type=int, default=100)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -75,7 +89,8 @@ def main() -> int:
     try:
         store = Store(work / "bench.duckdb")
         t0 = time.perf_counter()
-        ingest_beauty(store, args.data)
+        dataset = "movielens" if args.data.is_dir() else "beauty"
+        (ingest_movielens if args.data.is_dir() else ingest_beauty)(store, args.data)
         ingest_s = time.perf_counter() - t0
         log(f"ingested in {ingest_s:.1f} s; training BERT ({args.preset}, {args.budget:.0f} s)")
         config = TrainConfig.from_preset(
@@ -84,6 +99,10 @@ def main() -> int:
             time_budget=args.budget,
             device=args.device,
             epochs=args.epochs,
+            batch=args.batch,
+            lr=args.lr,
+            next_item_share=args.next_items,
+            loss=args.loss,
         )
 
         def report(p) -> None:
@@ -91,7 +110,7 @@ def main() -> int:
                 log(f"bert {p.message} ({p.elapsed_s:.0f} s)")
 
         model, trained = train_dataset(
-            store, "beauty", config, name="bert", out_dir=work / "bert", callback=report
+            store, dataset, config, name="bert", out_dir=work / "bert", callback=report
         )
         log(f"bert trained: best val NDCG@10 {trained.best_val_ndcg10:.4f}; evaluating")
 

@@ -426,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mask-prob", type=float, default=None, help="default: TrainConfig's")
     parser.add_argument("--last-item-prob", type=float, default=None, help="default: TrainConfig's")
     parser.add_argument("--dropout", type=float, default=None, help="default: the preset's")
+    parser.add_argument(
+        "--next-items", type=float, default=None, help="share of next-item prefixes per epoch"
+    )
     parser.add_argument("--naive-steps", type=int, default=3, help="timed naive steps (0 = skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="temporary folder parent")
@@ -457,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             mask_prob=args.mask_prob,
             last_item_prob=args.last_item_prob,
             dropout=args.dropout,
+            next_item_share=args.next_items,
             seed=args.seed,
         )
         test_hist, test_targets = test_split(seqs, base.max_len)

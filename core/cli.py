@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--mask-prob", type=float)
     tr.add_argument("--dropout", type=float)
     tr.add_argument(
+        "--next-items",
+        type=float,
+        metavar="SHARE",
+        help="share (0-1) of every history's next-item prefixes added to each epoch",
+    )
+    tr.add_argument(
         "--event-types",
         action="store_true",
         help="embed each event's type (view, cart, ...) when the dataset has several",
@@ -284,6 +290,7 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             lr=args.lr,
             mask_prob=args.mask_prob,
             dropout=args.dropout,
+            next_item_share=args.next_items,
             event_types=True if args.event_types else None,
             loss=args.loss,
             text_encoder=args.text_encoder,

@@ -98,6 +98,9 @@ class TrainConfig:
         warmup (float): fraction of all steps spent warming up.
         mask_prob (float): probability that a position is masked (cloze).
         last_item_prob (float): fraction of windows with only the final item masked.
+        next_item_share (float): share of all next-item prefixes (a history's first k
+            items, the last one masked) added to each epoch's windows, drawn afresh
+            every epoch; 1 = every prefix of every history.
         loss (str): ``auto`` (full softmax unless the catalogue exceeds
             ``sampled_threshold`` items), ``full`` or ``sampled``.
         sampled_threshold (int): catalogue size above which ``auto`` samples.
@@ -132,6 +135,7 @@ class TrainConfig:
     warmup: float = 0.05
     mask_prob: float = 0.2
     last_item_prob: float = 0.15
+    next_item_share: float = 0.0
     loss: str = "auto"
     sampled_threshold: int = 50_000
     negatives: int = 2048
@@ -145,6 +149,12 @@ class TrainConfig:
     min_steps_per_epoch: int = 50
     event_types: bool = False
     causal: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("mask_prob", "last_item_prob", "next_item_share", "dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name.replace('_', ' ')} must be between 0 and 1, not {value}")
 
     @classmethod
     def from_preset(cls, preset: str = "fast", **overrides) -> TrainConfig:
@@ -281,6 +291,30 @@ def training_windows(
     users = np.repeat(np.arange(train.n_users), n_windows)
     k = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
     ends = train.offsets[users + 1] - k * stride  # exclusive end of each window
+    return windows_ending_at(train, users, ends, max_len, values)
+
+
+def prefix_ends(train: Sequences) -> tuple[np.ndarray, np.ndarray]:
+    """Every next-item prefix of the training histories: (users, exclusive ends).
+
+    A history of n items has n - 1 prefixes of 2+ items; the window ending at
+    ``end`` asks for the item at ``end - 1`` given the ones before it, which is
+    exactly the question a recommendation asks.
+    """
+    lengths = np.maximum(train.lengths - 1, 0)
+    users = np.repeat(np.arange(train.n_users), lengths)
+    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return users, train.offsets[users] + 2 + within
+
+
+def windows_ending_at(
+    train: Sequences,
+    users: np.ndarray,
+    ends: np.ndarray,
+    max_len: int,
+    values: np.ndarray | None = None,
+) -> np.ndarray:
+    """Left-padded windows of up to ``max_len`` items of ``users`` ending before ``ends``."""
     starts = np.maximum(train.offsets[users], ends - max_len)
     width = ends - starts
     out = np.zeros((len(users), max_len), dtype=np.int64)
@@ -318,8 +352,12 @@ def mask_batch(
     mask_prob: float,
     last_item_prob: float,
     generator: torch.Generator,
+    force_last: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cloze-mask a batch of windows.
+
+    ``force_last`` (bool per row) marks next-item windows, which always have only
+    their final item masked.
 
     Returns:
         (inputs, mask): inputs with masked positions replaced by ``mask_index`` and
@@ -328,6 +366,8 @@ def mask_batch(
     real = windows != 0
     mask = (torch.rand(windows.shape, generator=generator) < mask_prob) & real
     last_only = torch.rand(windows.shape[0], generator=generator) < last_item_prob
+    if force_last is not None:
+        last_only |= force_last
     mask[last_only] = False
     mask[:, -1] |= last_only
     mask[~mask.any(1), -1] = True  # every row predicts something
@@ -692,13 +732,16 @@ def train(
         optimizer = torch.optim.AdamW(groups(), lr=config.lr, fused=True)
     except (RuntimeError, ValueError):
         optimizer = torch.optim.AdamW(groups(), lr=config.lr)
-    copies = max(1, math.ceil(config.min_steps_per_epoch * config.batch / len(windows)))
+    # Next-item windows: a fresh random share of all prefixes each epoch, masked at
+    # their final item only (the question a recommendation asks).
+    next_users, next_ends = prefix_ends(split.train)
+    n_next = int(round(config.next_item_share * len(next_ends))) if not config.causal else 0
+    copies = max(1, math.ceil(config.min_steps_per_epoch * config.batch / (len(windows) + n_next)))
     if copies > 1:
         windows = np.tile(windows, (copies, 1))
         if type_windows is not None:
             type_windows = np.tile(type_windows, (copies, 1))
-    steps_per_epoch = math.ceil(len(windows) / config.batch)
-    window_lengths = (windows != 0).sum(1)
+    steps_per_epoch = math.ceil((len(windows) + n_next) / config.batch)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = max(1, int(config.warmup * total_steps))
 
@@ -727,6 +770,24 @@ def train(
     try:
         for epoch in range(start_epoch, config.epochs):
             model.train()
+            epoch_windows, epoch_types, force_last = windows, type_windows, None
+            if n_next:
+                pick = torch.randperm(len(next_ends), generator=generator)[:n_next].numpy()
+                users, ends = next_users[pick], next_ends[pick]
+                epoch_windows = np.concatenate(
+                    [windows, windows_ending_at(split.train, users, ends, config.max_len)]
+                )
+                if type_windows is not None:
+                    epoch_types = np.concatenate(
+                        [
+                            type_windows,
+                            windows_ending_at(
+                                split.train, users, ends, config.max_len, split.train.types
+                            ),
+                        ]
+                    )
+                force_last = np.arange(len(epoch_windows)) >= len(windows)
+            window_lengths = (epoch_windows != 0).sum(1)
             batches = length_bucketed_batches(window_lengths, config.batch, generator)
             epoch_loss, shared_loss, epoch_started = 0.0, 0.0, time.perf_counter()
             for step, idx in enumerate(batches):
@@ -734,10 +795,10 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * _lr_at(global_step, total_steps, warmup_steps)
                 width = int(window_lengths[idx].max())
-                batch = torch.as_tensor(windows[idx, config.max_len - width :])
+                batch = torch.as_tensor(epoch_windows[idx, config.max_len - width :])
                 types = None
-                if type_windows is not None:
-                    types = torch.as_tensor(type_windows[idx, config.max_len - width :])
+                if epoch_types is not None:
+                    types = torch.as_tensor(epoch_types[idx, config.max_len - width :])
                 if config.causal:
                     inputs, mask, batch = causal_batch(batch)
                     types = None if types is None else types[:, :-1]
@@ -748,6 +809,7 @@ def train(
                         config.mask_prob,
                         config.last_item_prob,
                         generator,
+                        None if force_last is None else torch.as_tensor(force_last[idx]),
                     )
                     if types is not None:  # a masked event's type would give it away
                         types = types.masked_fill(mask, 0)

@@ -73,6 +73,17 @@ def start_section(dataset: str) -> None:
         mask_prob = h[3].number_input(
             "Mask probability", 0.05, 0.9, defaults.mask_prob, key=f"mask_{preset}"
         )
+        h = st.columns(4)
+        next_items = h[0].number_input(
+            "Next-item share",
+            0.0,
+            1.0,
+            defaults.next_item_share,
+            step=0.25,
+            key=f"next_{preset}",
+            help="share of every history's prefixes trained to predict their next item, "
+            "on top of the masked windows: more learning per epoch, longer epochs",
+        )
         types = st.checkbox(
             "Event-type embeddings",
             key=f"types_{preset}",
@@ -108,6 +119,7 @@ def start_section(dataset: str) -> None:
             batch=int(batch),
             lr=float(lr),
             mask_prob=float(mask_prob),
+            next_item_share=float(next_items),
             text_encoder=text,
             event_types=bool(types),
         )

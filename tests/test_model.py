@@ -22,9 +22,12 @@ from core.train import (
     StopTraining,
     TrainConfig,
     leave_one_out,
+    mask_batch,
     ndcg_hr_at,
+    prefix_ends,
     train,
     training_windows,
+    windows_ending_at,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +95,34 @@ def test_training_windows_cover_long_histories() -> None:
     ]
 
 
+def test_next_item_windows_are_every_prefix_masked_at_its_end() -> None:
+    from core.sequences import Sequences
+
+    seqs = Sequences(
+        np.array(["a", "b", "c"], dtype=object),
+        np.array(["", *"wxyz"], dtype=object),
+        np.array([0, 4, 5, 7]),
+        np.array([1, 2, 3, 4, 2, 4, 1]),
+    )
+    users, ends = prefix_ends(seqs)
+    # User a (4 items) asks 3 next-item questions, b (1 item) none, c (2 items) one.
+    assert users.tolist() == [0, 0, 0, 2]
+    windows = windows_ending_at(seqs, users, ends, 3)
+    assert windows.tolist() == [[0, 1, 2], [1, 2, 3], [2, 3, 4], [0, 4, 1]]
+    inputs, mask = mask_batch(
+        torch.as_tensor(windows),
+        9,
+        0.9,
+        0.0,
+        torch.Generator().manual_seed(0),
+        force_last=torch.tensor([True, True, False, True]),
+    )
+    forced = [0, 1, 3]
+    assert mask[forced, -1].all() and not mask[forced, :-1].any()
+    assert (inputs[forced, -1] == 9).all()
+    assert inputs[forced, :-1].tolist() == [[0, 1], [1, 2], [0, 4]]
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -114,6 +145,23 @@ def test_training_is_reproducible(demo_seqs) -> None:
     b = train(demo_seqs, config)
     assert a.history[0]["loss"] == pytest.approx(b.history[0]["loss"], rel=1e-5)
     assert a.best_val_ndcg10 == pytest.approx(b.best_val_ndcg10, abs=1e-9)
+
+
+def test_next_item_windows_add_steps_and_stay_reproducible(demo_seqs) -> None:
+    def steps(share: float) -> tuple[int, float]:
+        seen: list[Progress] = []
+        config = TrainConfig.from_preset("fast", epochs=1, next_item_share=share, **TINY)
+        result = train(demo_seqs, config, callback=seen.append)
+        return seen[-1].steps_per_epoch, result.history[0]["loss"]
+
+    split = leave_one_out(demo_seqs)
+    cloze = len(training_windows(split.train, TINY["max_len"]))
+    prefixes = int((np.maximum(split.train.lengths - 1, 0)).sum())
+    plain, _ = steps(0.0)
+    with_half, loss = steps(0.5)
+    assert plain == -(-cloze // TINY["batch"])
+    assert with_half == -(-(cloze + round(0.5 * prefixes)) // TINY["batch"])
+    assert steps(0.5)[1] == pytest.approx(loss, rel=1e-5)
 
 
 def test_progress_reports_and_stop(demo_seqs) -> None:
@@ -363,6 +411,10 @@ def test_cli_train_models_recommend(tmp_path) -> None:
     [
         (["train", "--dataset", "nope"], "no dataset called 'nope'"),
         (["train", "--dataset", "demo", "--epochs", "0"], "--epochs must be positive"),
+        (
+            ["train", "--dataset", "demo", "--next-items", "1.5"],
+            "next item share must be between 0 and 1, not 1.5",
+        ),
         (["recommend", "--model", "ghost", "--user", "u1"], "no model called 'ghost'"),
         (["train", "--dataset", "demo", "--text-encoder", "/nowhere"], "has no config.json"),
     ],
