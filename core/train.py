@@ -108,7 +108,9 @@ class TrainConfig:
         patience (int): epochs without a better validation NDCG@10 before stopping.
         clip (float): gradient-norm clipping.
         seed (int): seeds Python, numpy and torch.
-        time_budget (float | None): stop after this many seconds (best epoch kept).
+        time_budget (float | None): stop after this many seconds (best epoch kept); the
+            learning-rate schedule then follows the time or the steps, whichever runs
+            out first, so a run cut short by its budget still ends annealed.
         device (str): ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         text_encoder (str): ``auto``, ``none`` or a model folder (see :mod:`core.text`).
         eval_batch (int): users per validation batch.
@@ -584,6 +586,14 @@ class Cluster:
         dist.all_reduce(values, op=dist.ReduceOp.MAX)
         return [bool(v) for v in values]
 
+    def max(self, *values: float) -> list[float]:
+        """Maxima of ``values`` over all processes."""
+        if self.world == 1:
+            return list(values)
+        values = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return values.tolist()
+
     def total(self, *values: float) -> list[float]:
         """Sums of ``values`` over all processes."""
         if self.world == 1:
@@ -767,6 +777,7 @@ def train(
 
     stopped_early = interrupted = False
     seen_sequences = 0
+    budget_used = 0.0  # share of the time budget spent, agreed by every process
     try:
         for epoch in range(start_epoch, config.epochs):
             model.train()
@@ -793,7 +804,10 @@ def train(
             for step, idx in enumerate(batches):
                 global_step = epoch * steps_per_epoch + step
                 for group in optimizer.param_groups:
-                    group["lr"] = config.lr * _lr_at(global_step, total_steps, warmup_steps)
+                    # With a time budget the schedule follows whichever runs out first,
+                    # the steps or the time, so a cut-short run still ends annealed.
+                    lr_step = max(global_step, int(budget_used * total_steps))
+                    group["lr"] = config.lr * _lr_at(lr_step, total_steps, warmup_steps)
                 width = int(window_lengths[idx].max())
                 batch = torch.as_tensor(epoch_windows[idx, config.max_len - width :])
                 types = None
@@ -867,13 +881,15 @@ def train(
                             eta_s=remaining * config.batch / max(rate, 1e-9),
                         )
                     )
-                over_budget = bool(
-                    config.time_budget and time.perf_counter() - started > config.time_budget
+                used = (
+                    (time.perf_counter() - started) / config.time_budget
+                    if config.time_budget
+                    else 0.0
                 )
-                interrupt, over_budget = cluster.any(stop_asked, over_budget)
+                interrupt, budget_used = cluster.max(float(stop_asked), used)
                 if interrupt:
                     raise StopTraining
-                if over_budget:
+                if budget_used > 1.0:
                     break
             ranks = _count_above(
                 model, val_hist, val_targets, device, config.eval_batch, cap=10, types=val_types
@@ -891,6 +907,7 @@ def train(
                 "val_ndcg@10": ndcg,
                 "val_hr@10": hr,
                 "seconds": time.perf_counter() - epoch_started,
+                "lr": optimizer.param_groups[0]["lr"],  # at the epoch's last step
             }
             history.append(record)
             if ndcg > best_ndcg:

@@ -164,6 +164,18 @@ def test_next_item_windows_add_steps_and_stay_reproducible(demo_seqs) -> None:
     assert steps(0.5)[1] == pytest.approx(loss, rel=1e-5)
 
 
+def test_a_time_budget_anneals_the_learning_rate_before_it_stops(demo_seqs) -> None:
+    # 200 epochs cannot fit in 4 s: the budget ends the run, and the schedule has
+    # followed the budget, so the last epochs ran at the floor of the cosine decay.
+    config = TrainConfig.from_preset("fast", epochs=200, time_budget=4.0, patience=1000, **TINY)
+    result = train(demo_seqs, config)
+    lrs = [h["lr"] for h in result.history]
+    assert 3 <= len(lrs) < 200
+    assert lrs[-1] < 0.1 * config.lr, lrs
+    peak = lrs.index(max(lrs))
+    assert lrs[peak:] == sorted(lrs[peak:], reverse=True), lrs  # warmup, then decay
+
+
 def test_progress_reports_and_stop(demo_seqs) -> None:
     seen: list[Progress] = []
 
