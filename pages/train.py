@@ -18,9 +18,9 @@ from pages.common import PENDING_MODEL, fmt_int, get_store, md_escape, require_d
 log = logging.getLogger("reclens.train")
 
 PRESET_HELP = {
-    "fast": "small model, a few epochs: about a minute on the demo data (2 CPU cores)",
-    "balanced": "larger model, longer histories, more epochs: minutes",
-    "quality": "largest model, longest histories, early stopping decides: tens of minutes",
+    "fast": "small model, two epochs: about half a minute on the demo data (2 CPU cores)",
+    "balanced": "longer histories, every next-item prefix, eight epochs: minutes",
+    "quality": "largest model, longest histories, early stopping decides: best on a GPU",
 }
 
 

@@ -43,7 +43,14 @@ def test_sessions_read_while_one_ingests_and_a_worker_trains(tmp_path: Path, mon
         + "".join(f"u{i % 500},i{i * 7 % 301},{1600000000 + i}\n" for i in range(60_000))
     )
     config = TrainConfig.from_preset(
-        "fast", epochs=3, hidden=16, layers=1, heads=2, max_len=20, text_encoder="none"
+        "fast",
+        epochs=3,
+        hidden=16,
+        layers=1,
+        heads=2,
+        max_len=20,
+        text_encoder="none",
+        next_item_share=0.0,
     )
     run_id = start_run(store, "demo", config, name="busy-model")
 

@@ -36,7 +36,16 @@ from core.train import TrainConfig
 pytestmark = pytest.mark.usefixtures("navigation_mode")
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(hidden=16, layers=1, heads=2, max_len=20, batch=64, text_encoder="none", seed=1)
+TINY = dict(
+    hidden=16,
+    layers=1,
+    heads=2,
+    max_len=20,
+    batch=64,
+    text_encoder="none",
+    seed=1,
+    next_item_share=0.0,
+)
 LIMIT = 600  # a bound against a hung process, never a speed requirement
 
 
