@@ -68,7 +68,13 @@ def start_section(dataset: str) -> None:
         heads = h[0].number_input("Attention heads", 1, 16, defaults.heads, key=f"heads_{preset}")
         batch = h[1].number_input("Batch size", 8, 4096, defaults.batch, key=f"batch_{preset}")
         lr = h[2].number_input(
-            "Learning rate", 1e-5, 1e-1, defaults.lr, format="%.4f", key=f"lr_{preset}"
+            "Learning rate",
+            1e-5,
+            1e-1,
+            defaults.lr,
+            step=5e-4,
+            format="%.4f",
+            key=f"lr_{preset}",
         )
         mask_prob = h[3].number_input(
             "Mask probability", 0.05, 0.9, defaults.mask_prob, key=f"mask_{preset}"
