@@ -755,13 +755,16 @@ def train(
         optimizer = torch.optim.AdamW(groups(), lr=config.lr)
     # Next-item windows: a fresh random share of all prefixes each epoch, masked at
     # their final item only (the question a recommendation asks).
-    next_users, next_ends = prefix_ends(split.train)
-    n_next = int(round(config.next_item_share * len(next_ends))) if not config.causal else 0
+    n_next = 0
+    if config.next_item_share and not config.causal:
+        next_users, next_ends = prefix_ends(split.train)
+        n_next = int(round(config.next_item_share * len(next_ends)))
     copies = max(1, math.ceil(config.min_steps_per_epoch * config.batch / (len(windows) + n_next)))
     if copies > 1:
         windows = np.tile(windows, (copies, 1))
         if type_windows is not None:
             type_windows = np.tile(type_windows, (copies, 1))
+    cloze_lengths = (windows != 0).sum(1)
     steps_per_epoch = math.ceil((len(windows) + n_next) / config.batch)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = max(1, int(config.warmup * total_steps))
@@ -792,24 +795,21 @@ def train(
     try:
         for epoch in range(start_epoch, config.epochs):
             model.train()
-            epoch_windows, epoch_types, force_last = windows, type_windows, None
+            epoch_windows, epoch_types, window_lengths = windows, type_windows, cloze_lengths
+            force_last = None
             if n_next:
                 pick = torch.randperm(len(next_ends), generator=generator)[:n_next].numpy()
                 users, ends = next_users[pick], next_ends[pick]
-                epoch_windows = np.concatenate(
-                    [windows, windows_ending_at(split.train, users, ends, config.max_len)]
-                )
+                cut = windows_ending_at(split.train, users, ends, config.max_len)
+                epoch_windows = np.concatenate([windows, cut])
                 if type_windows is not None:
-                    epoch_types = np.concatenate(
-                        [
-                            type_windows,
-                            windows_ending_at(
-                                split.train, users, ends, config.max_len, split.train.types
-                            ),
-                        ]
+                    cut = windows_ending_at(
+                        split.train, users, ends, config.max_len, split.train.types
                     )
+                    epoch_types = np.concatenate([type_windows, cut])
+                widths = np.minimum(ends - split.train.offsets[users], config.max_len)
+                window_lengths = np.concatenate([cloze_lengths, widths])
                 force_last = np.arange(len(epoch_windows)) >= len(windows)
-            window_lengths = (epoch_windows != 0).sum(1)
             batches = length_bucketed_batches(window_lengths, config.batch, generator)
             epoch_loss, shared_loss, epoch_started = 0.0, 0.0, time.perf_counter()
             for step, idx in enumerate(batches):
