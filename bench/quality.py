@@ -12,7 +12,8 @@ under the default protocol of :mod:`core.evaluate` (leave-one-out, full ranking 
 all items, the user's own items excluded):
 
 * trains our BERT model (``core.jobs.train_dataset``, the preset's shape, no text
-  features, at most ``--budget`` seconds of training);
+  features, at most ``--budget`` seconds of training); when training kept a transition
+  memory, the Transformer alone is evaluated too, as ``bert-alone``;
 * fits every baseline on the same training data (``sasrec`` gets the same settings,
   made causal with full-softmax loss, and the same budget; EASE is skipped above
   20,000 items, so on Beauty it is reported as skipped);
@@ -50,6 +51,7 @@ from common import (  # noqa: E402  (bench/common.py)
 from common import machine as machine_facts  # noqa: E402
 
 from core.baselines import parse_baselines  # noqa: E402
+from core.checkpoint import load_model, save_model  # noqa: E402
 from core.evaluate import EvalConfig, run  # noqa: E402
 from core.jobs import train_dataset  # noqa: E402
 from core.store import Store  # noqa: E402
@@ -113,6 +115,18 @@ def main() -> int:
             store, dataset, config, name="bert", out_dir=work / "bert", callback=report
         )
         log(f"bert trained: best val NDCG@10 {trained.best_val_ndcg10:.4f}; evaluating")
+        models = ["bert"]
+        if trained.transitions.get("kept"):  # the Transformer alone, for comparison
+            saved = load_model(model.path)
+            saved.model.drop_transitions()
+            folder = save_model(
+                work / "bert-alone",
+                saved.model,
+                saved.item_ids,
+                {**saved.training, "name": "bert-alone", "transitions": {}},
+            )
+            store.register_model("bert-alone", dataset, str(folder), {}, {})
+            models.append("bert-alone")
 
         def progress(fraction: float, message: str) -> None:
             progress.last = getattr(progress, "last", "")
@@ -123,7 +137,7 @@ def main() -> int:
         t0 = time.perf_counter()
         evaluation, warnings = run(
             store,
-            models=["bert"],
+            models=models,
             baselines=parse_baselines(args.baselines),
             config=EvalConfig(sampled=args.sampled, sampling="popularity"),
             sasrec_settings=config.to_dict(),
@@ -162,6 +176,7 @@ def main() -> int:
             "epochs_run": len(trained.history),
             "best_epoch": trained.best_epoch,
             "best_val_ndcg@10": r(trained.best_val_ndcg10),
+            "transitions": trained.transitions,
             "loss": config.loss_mode(evaluation.settings["items"]),
             "seconds": r(trained.seconds, 1),
         },

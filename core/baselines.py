@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from core.evaluate import EvalSplit, ModelScorer
 from core.sequences import Sequences
-from core.train import ProgressCallback, TrainConfig, train
+from core.train import ProgressCallback, TrainConfig, train, transition_pairs
 
 BASELINES: tuple[str, ...] = ("pop", "recent", "itemknn", "markov", "ease", "sasrec")
 FAST_BASELINES: tuple[str, ...] = ("pop", "recent", "itemknn", "markov", "ease")
@@ -255,13 +255,7 @@ class Markov:
     def __init__(self, fit: Sequences, alpha: float = 1.0) -> None:
         started = time.perf_counter()
         vocab = fit.n_items + 2
-        same_user = np.ones(len(fit.items), dtype=bool)
-        same_user[fit.offsets[:-1]] = False  # the first event of a user has no predecessor
-        nxt = np.flatnonzero(same_user)
-        keys, counts = np.unique(
-            fit.items[nxt - 1].astype(np.int64) * vocab + fit.items[nxt], return_counts=True
-        )
-        src, dst = keys // vocab, keys % vocab
+        src, dst, counts = transition_pairs(fit)
         out_degree = np.bincount(src, weights=counts, minlength=vocab)
         denom = out_degree + alpha
         self.matrix = _SparseRows(src, dst, counts / denom[src], vocab)

@@ -265,6 +265,14 @@ def model_card(config: ModelConfig, training: dict[str, Any]) -> str:
         f"- text features: {training.get('text_encoder') or 'none'}",
         f"- loss: {training.get('loss_mode', '?')}; epochs run: {training.get('epochs', '?')}, "
         f"best epoch {training.get('best_epoch', '?')}",
+        "- transition memory: "
+        + (
+            f"{config.transitions:,} recorded (item, next item) pairs, prior weight "
+            f"{config.transition_alpha:g} (the Transformer alone: validation NDCG@10 "
+            f"{training.get('transitions', {}).get('val_ndcg@10_without', float('nan')):.4f})"
+            if config.transitions
+            else "none"
+        ),
         "",
         "## Metrics (validation, full ranking over all items, seen items excluded)",
     ]

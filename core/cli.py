@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="embed each event's type (view, cart, ...) when the dataset has several",
     )
+    tr.add_argument(
+        "--no-transitions",
+        action="store_true",
+        help="never add a transition memory (what followed each item in training)",
+    )
     tr.add_argument("--loss", choices=["auto", "full", "sampled"])
     tr.add_argument("--text-encoder", help="auto | none | PATH of a BERT-family model folder")
     tr.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -292,6 +297,7 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             dropout=args.dropout,
             next_item_share=args.next_items,
             event_types=True if args.event_types else None,
+            transitions=False if args.no_transitions else None,
             loss=args.loss,
             text_encoder=args.text_encoder,
             device=args.device,
@@ -341,6 +347,7 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,
         "best_val_ndcg@10": result.best_val_ndcg10,
+        "transition_memory": result.transitions.get("kept", False),
         "seconds": round(result.seconds, 2),
         "dataset": model.dataset,
     }
@@ -374,7 +381,7 @@ def _train_bar(quiet: bool):
         bar.n = p.step
         bar.set_postfix(loss=f"{p.loss or 0:.3f}", best_ndcg10=f"{p.best_val_ndcg10 or 0:.4f}")
         bar.refresh()
-        if p.phase == "validate":
+        if p.phase in ("validate", "transitions"):
             bar.write(p.message)
 
     return report

@@ -257,8 +257,13 @@ class ModelScorer:
 
     @torch.no_grad()
     def score(self, histories: torch.Tensor) -> torch.Tensor:
+        """Next-item scores; with a transition memory, its log-probabilities."""
         states, table, bias = self.embed(histories)
-        return torch.addmm(bias, states, table.T)
+        logits = torch.addmm(bias, states, table.T)
+        if not self.model.config.transitions:
+            return logits
+        logits[:, self.model.not_item] = float("-inf")
+        return self.model.with_transitions(logits, histories[:, -1].to(self.device).long())
 
 
 # --------------------------------------------------------------------------- metrics

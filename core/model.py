@@ -7,6 +7,17 @@ positions and, optionally, event-type embeddings (as token types). The output
 head scores every item by a dot product with the same (tied) item embeddings plus
 a per-item bias; the preference score shown to users is the softmax over items.
 
+Optional transition memory (attached after training, see
+:func:`core.train.fit_transitions`): how often each item followed each other item in
+the training histories. The next-item distribution then becomes the posterior mean of
+a Dirichlet whose prior is the Transformer's own prediction::
+
+    P(j | history ending in i) = (C[i, j] + alpha * P_bert(j | history)) / (C[i] + alpha)
+
+A last item with no recorded successors (or a cold user) leaves the Transformer's
+ranking unchanged; a frequent one lets what really followed it speak. Interest vectors
+(the Transformer's states) are not affected.
+
 Optional item text: a frozen matrix of pretrained text vectors (see
 :mod:`core.text`) passes through a learned projection and is added to each item's
 id embedding, so an item never seen in training still gets a meaningful
@@ -15,6 +26,7 @@ embedding from its text (cold start).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -37,6 +49,10 @@ class ModelConfig:
         n_event_types (int, default 0): event types embedded as token types (0 = none).
         text_dim (int, default 0): size of the item text vectors (0 = no text).
         causal (bool, default False): left-to-right attention (SASRec-style baseline).
+        transitions (int, default 0): recorded (item, next item) pairs of the transition
+            memory (0 = none).
+        transition_alpha (float, default 1.0): weight of the Transformer's prediction
+            against the recorded transition counts.
     """
 
     n_items: int
@@ -48,6 +64,8 @@ class ModelConfig:
     n_event_types: int = 0
     text_dim: int = 0
     causal: bool = False
+    transitions: int = 0
+    transition_alpha: float = 1.0
 
     @property
     def mask_index(self) -> int:
@@ -137,6 +155,76 @@ class PreferenceModel(nn.Module):
         not_item = torch.zeros(config.vocab_size, dtype=torch.bool)
         not_item[0] = not_item[-1] = True
         self.register_buffer("not_item", not_item, persistent=False)
+        if config.transitions:  # shapes only: the values come with the saved weights
+            self._register_transitions(
+                torch.zeros(config.vocab_size + 1, dtype=torch.long),
+                torch.zeros(config.transitions, dtype=torch.long),
+                torch.zeros(config.transitions),
+            )
+
+    def _register_transitions(
+        self, row_starts: torch.Tensor, next_items: torch.Tensor, counts: torch.Tensor
+    ) -> None:
+        self.register_buffer("transition_rows", row_starts, persistent=True)
+        self.register_buffer("transition_items", next_items, persistent=True)
+        self.register_buffer("transition_counts", counts.float(), persistent=True)
+
+    def attach_transitions(
+        self, src: torch.Tensor, dst: torch.Tensor, counts: torch.Tensor, alpha: float
+    ) -> None:
+        """Store the transition memory: ``counts[k]`` times ``dst[k]`` followed ``src[k]``.
+
+        Updates ``config.transitions`` and ``config.transition_alpha`` in place.
+        """
+        if alpha <= 0:
+            raise ValueError(f"transition alpha must be positive, not {alpha}")
+        device = self.item_bias.device
+        src, dst = src.long().cpu(), dst.long().cpu()
+        order = torch.argsort(src * self.config.vocab_size + dst)
+        row_starts = torch.zeros(self.config.vocab_size + 1, dtype=torch.long)
+        row_starts[1:] = torch.cumsum(torch.bincount(src, minlength=self.config.vocab_size), 0)
+        self._register_transitions(
+            row_starts.to(device), dst[order].to(device), counts.float().cpu()[order].to(device)
+        )
+        self.config.transitions = len(src)
+        self.config.transition_alpha = float(alpha)
+
+    def drop_transitions(self) -> None:
+        """Remove the transition memory (the Transformer alone ranks again)."""
+        for name in ("transition_rows", "transition_items", "transition_counts"):
+            self._buffers.pop(name, None)
+        self.config.transitions = 0
+
+    def transitions_of(self, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What followed each item of ``last``, sparse: (row, next item, count) triples.
+
+        ``row`` indexes ``last``; within a row, the next items are distinct.
+        """
+        last = last.long()
+        if not self.config.transitions:
+            empty = torch.zeros(0, dtype=torch.long, device=last.device)
+            return empty, empty, torch.zeros(0, device=last.device)
+        starts = self.transition_rows[last]
+        lengths = self.transition_rows[last + 1] - starts
+        row = torch.repeat_interleave(torch.arange(len(last), device=last.device), lengths)
+        offsets = torch.cumsum(lengths, 0) - lengths
+        src = torch.arange(int(lengths.sum()), device=last.device) - offsets[row] + starts[row]
+        return row, self.transition_items[src], self.transition_counts[src]
+
+    def with_transitions(self, logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """Next-item logits of the Transformer, combined with the transition memory.
+
+        Args:
+            logits: (batch, n_items + 2) Transformer logits.
+            last: (batch,) the last item of each history (0 = none).
+
+        Returns:
+            ``logits`` unchanged without a memory; else the log-probabilities
+            ``log((C[last, j] + alpha * softmax(logits)_j) / (C[last] + alpha))``.
+        """
+        if not self.config.transitions:
+            return logits
+        return fuse_transitions(logits, *self.transitions_of(last), self.config.transition_alpha)
 
     def item_table(self) -> torch.Tensor:
         """Embedding of every index, shape (n_items + 2, hidden): id (+ projected text)."""
@@ -201,10 +289,42 @@ class PreferenceModel(nn.Module):
                 mask token (see :func:`append_mask`).
 
         Returns:
-            (batch, n_items + 2) logits.
+            (batch, n_items + 2) logits; with a transition memory, log-probabilities
+            (see :meth:`with_transitions`; the item before the mask is the last one).
         """
         table = self.item_table()
-        return self.score(self.encode(items, event_types, table)[:, -1], table)
+        logits = self.score(self.encode(items, event_types, table)[:, -1], table)
+        if not self.config.transitions:
+            return logits
+        last = items[:, -2] if items.shape[1] > 1 else torch.zeros_like(items[:, 0])
+        return self.with_transitions(logits, last)
+
+
+def fuse_transitions(
+    logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, counts: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """``log((C + alpha * softmax(logits)) / (C.sum(1) + alpha))``, row-wise, where the
+    sparse ``C`` holds ``counts`` at (``rows``, ``cols``) (no repeated pair).
+
+    One log-softmax pass over the whole matrix, then a fix-up of the recorded pairs
+    only. In log space, so items the Transformer finds very unlikely keep distinct
+    (finite) scores instead of underflowing together to zero.
+
+    >>> logits = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> one = torch.tensor([0])
+    >>> fuse_transitions(logits, one, one, torch.tensor([2.0]), 1.0).exp()
+    tensor([[0.7778, 0.1111, 0.1111],
+            [0.3333, 0.3333, 0.3333]])
+    """
+    out = torch.log_softmax(logits.float(), dim=-1)
+    norm = torch.log(
+        torch.zeros(len(out), device=out.device).index_add_(0, rows, counts.float()) + alpha
+    )
+    out += (math.log(alpha) - norm)[:, None]  # every item: alpha * p / (C + alpha)
+    if len(rows):
+        prior = out[rows, cols]  # log(alpha * p / (C + alpha)) at the recorded pairs
+        out[rows, cols] = torch.logaddexp(torch.log(counts.float()) - norm[rows], prior)
+    return out
 
 
 def append_mask(histories: torch.Tensor, mask_index: int) -> torch.Tensor:

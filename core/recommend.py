@@ -91,16 +91,24 @@ def head_states(saved: SavedModel, histories: Sequence[np.ndarray]) -> torch.Ten
 
 
 @torch.no_grad()
-def logits_from_states(saved: SavedModel, states: torch.Tensor, table=None) -> torch.Tensor:
+def logits_from_states(
+    saved: SavedModel, states: torch.Tensor, table=None, last: torch.Tensor | None = None
+) -> torch.Tensor:
     """Next-item logits of head states (n, hidden), as ``PreferenceModel.score`` computes.
 
     One fused multiply-add and two column writes: the padding and mask columns are -inf.
+    With ``last`` (the last item of each state's history, 0 = none) and a model with a
+    transition memory, the memory is applied too (log-probabilities, see
+    :meth:`core.model.PreferenceModel.with_transitions`); without ``last``, these are the
+    Transformer's own logits (an interest vector alone).
     """
     model = saved.model
     table = model.item_table() if table is None else table
     logits = torch.addmm(model.item_bias, states.reshape(-1, states.shape[-1]), table.T)
     logits[:, 0] = float("-inf")
     logits[:, -1] = float("-inf")
+    if last is not None:
+        logits = model.with_transitions(logits, last.reshape(-1).long())
     return logits.reshape(*states.shape[:-1], -1)
 
 
@@ -505,8 +513,11 @@ def top_k_all(
     scores = np.zeros((n, k), dtype=np.float32)
     states_out = np.zeros((n, saved.config.hidden), dtype=np.float32) if keep_states else None
     done = 0
+    last_items = np.zeros(n, dtype=np.int64)  # each user's last item (0 = none)
+    has = hist.lengths > 0
+    last_items[has] = hist.items[hist.offsets[1:][has] - 1]
     for users, states, table in batched_states(saved, hist, batch=batch):
-        logits = logits_from_states(saved, states, table)
+        logits = logits_from_states(saved, states, table, torch.from_numpy(last_items[users]))
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)
         if exclude_seen:
             lens = hist.lengths[users]

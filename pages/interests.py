@@ -25,6 +25,13 @@ st.caption(
     f"Model **{md_escape(name)}** on **{md_escape(info.name)}**. A user's interest vector is "
     "the model's state at a mask placed after their history: the representation that "
     "predicts their next item."
+    + (
+        " This model also has a transition memory (what followed each item in training), "
+        "which its recommendations add; the vectors and affinities here are the "
+        "Transformer's own."
+        if data.saved.config.transitions
+        else ""
+    )
 )
 
 cols = st.columns([1, 1, 1])

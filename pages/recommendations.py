@@ -30,7 +30,14 @@ data, name, created = require_model()
 cat = data.catalog
 st.caption(
     f"Model **{md_escape(name)}** on **{md_escape(info.name)}**. Score = the model's "
-    "probability that the item is the user's next one (softmax over all items)."
+    "probability that the item is the user's next one (softmax over all items)"
+    + (
+        f", updated by its transition memory: how often each item followed the user's last "
+        f"item in training, with the Transformer's prediction weighted like "
+        f"{data.saved.config.transition_alpha:g} recorded transition(s)."
+        if data.saved.config.transitions
+        else "."
+    )
 )
 
 # --------------------------------------------------------------------------- controls

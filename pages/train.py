@@ -90,7 +90,15 @@ def start_section(dataset: str) -> None:
             help="share of every history's prefixes trained to predict their next item, "
             "on top of the masked windows: more learning per epoch, longer epochs",
         )
-        types = st.checkbox(
+        transitions = h[1].checkbox(
+            "Transition memory",
+            value=defaults.transitions,
+            key=f"transitions_{preset}",
+            help="after training, also count what followed each item in the training "
+            "histories, with the Transformer's prediction as the prior; kept only when it "
+            "ranks the validation targets better",
+        )
+        types = h[2].checkbox(
             "Event-type embeddings",
             key=f"types_{preset}",
             help="embed each event's type (view, cart, purchase, ...) next to the item, "
@@ -128,6 +136,7 @@ def start_section(dataset: str) -> None:
             next_item_share=float(next_items),
             text_encoder=text,
             event_types=bool(types),
+            transitions=bool(transitions),
         )
         if config.hidden % config.heads:
             raise ValueError("the hidden size must be a multiple of the number of heads")
@@ -174,10 +183,17 @@ def _run_panel(run: RunStatus) -> None:
         elif run.state == "finished":
             model = collect_run(get_store(), run)
             metrics = run.result["metrics"]
+            memory = run.result.get("transitions") or {}
             st.success(
                 f"Saved model {md_escape(job['name'])}: validation NDCG@10 "
                 f"{metrics['val_ndcg@10']:.4f}, HR@10 {metrics['val_hr@10']:.4f} "
                 f"(best epoch {run.result['best_epoch']}, {run.result['seconds']:.0f} s)."
+                + (
+                    f" With its transition memory; the Transformer alone scored "
+                    f"{memory['val_ndcg@10_without']:.4f}."
+                    if memory.get("kept")
+                    else ""
+                )
             )
             if model and st.button("Use this model", key=f"use_{run.run_id}"):
                 st.session_state[PENDING_MODEL] = model.name

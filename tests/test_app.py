@@ -149,6 +149,7 @@ def test_train_page_runs_a_tiny_model_and_makes_it_active(app: AppTest) -> None:
     for key, value in (("epochs_fast", 1), ("hidden_fast", 16), ("layers_fast", 1)):
         app.number_input(key=key).set_value(value).run()
     app.radio(key="text_fast").set_value("none").run()
+    assert app.checkbox(key="transitions_fast").value is True  # on by default
     app.button(key="start_train").click().run()
     assert not app.exception, app.exception
     deadline = time.monotonic() + 600  # a generous bound against a hung worker, not a speed test
@@ -158,7 +159,9 @@ def test_train_page_runs_a_tiny_model_and_makes_it_active(app: AppTest) -> None:
             break
         assert not app.error, [e.value for e in app.error]
         time.sleep(2)
-    assert any("Saved model tiny-demo" in s.value for s in app.success)
+    saved = [s.value for s in app.success if "Saved model tiny-demo" in s.value]
+    # The demo data plants successors after each item: the memory of them was kept.
+    assert saved and "With its transition memory" in saved[0], saved
     assert open_store().find_model("tiny-demo") is not None
     app.button(key=next(b.key for b in app.button if b.key.startswith("use_"))).click().run()
     assert app.sidebar.selectbox(key="active_model_picker").value == "tiny-demo"

@@ -401,8 +401,18 @@ def test_cli_train_models_recommend(tmp_path) -> None:
     out = json.loads(run.stdout)
     assert {"model", "path", "epochs", "best_val_ndcg@10", "seconds"} <= set(out)
     assert out["model"] == "m1" and Path(out["path"]).is_dir()
+    assert out["transition_memory"] is True  # the demo's planted successors
+    plain = _cli(
+        db,
+        *("train", "--dataset", "demo", "--name", "m0", "--epochs", "1", "--hidden", "16"),
+        *("--layers", "1", "--text-encoder", "none", "--no-transitions", "--json"),
+    )
+    assert plain.returncode == 0, plain.stderr
+    plain_out = json.loads(plain.stdout)
+    assert plain_out["transition_memory"] is False
+    assert json.loads((Path(plain_out["path"]) / "config.json").read_text())["transitions"] == 0
     models = json.loads(_cli(db, "models", "--json").stdout)
-    assert [m["name"] for m in models] == ["m1"]
+    assert sorted(m["name"] for m in models) == ["m0", "m1"]
     rec = _cli(db, "recommend", "--model", "m1", "--user", "u00001", "--k", "5", "--json")
     assert rec.returncode == 0, rec.stderr
     result = json.loads(rec.stdout)
