@@ -465,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             last_item_prob=args.last_item_prob,
             dropout=args.dropout,
             next_item_share=args.next_items,
+            transitions=False,  # the Transformer's training is what this measures
             seed=args.seed,
         )
         test_hist, test_targets = test_split(seqs, base.max_len)

@@ -518,7 +518,8 @@ def top_k_all(
     last_items[has] = hist.items[hist.offsets[1:][has] - 1]
     for users, states, table in batched_states(saved, hist, batch=batch):
         logits = logits_from_states(saved, states, table, torch.from_numpy(last_items[users]))
-        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+        # With a transition memory the logits are already log-probabilities.
+        lse = 0.0 if saved.config.transitions else torch.logsumexp(logits, -1, keepdim=True)
         if exclude_seen:
             lens = hist.lengths[users]
             rows = np.repeat(np.arange(len(users)), lens)

@@ -417,7 +417,10 @@ def rank_targets(
     batch: int = 512,
     exclude_seen: bool = True,
 ) -> np.ndarray:
-    """0-based rank of each target among all items (full ranking).
+    """0-based rank of each target among all items (full ranking), by the Transformer.
+
+    A transition memory, if the model has one, is not applied here (training
+    validates the Transformer alone; :mod:`core.evaluate` ranks with the memory).
 
     Args:
         histories: (n, max_len) left-padded histories (the inputs; the mask token is
