@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         report["load_s"] = r(time.perf_counter() - t0, 2)
         report["model"]["loss"] = saved.training.get("loss_mode")
         report["model"]["items"] = saved.config.n_items
+        report["model"]["transition_pairs"] = saved.config.transitions  # 0 = no memory
         log(f"model and histories loaded in {report['load_s']} s")
 
         # ---- single-user top-10, warm

@@ -110,12 +110,29 @@ def top_categories(frame: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def training_curves(epochs: list[dict], title: str = "Training") -> go.Figure:
-    """Loss and validation NDCG@10 per epoch; ``epochs`` are validate-phase progress records."""
+def training_curves(
+    epochs: list[dict], title: str = "Training", with_memory: float | None = None
+) -> go.Figure:
+    """Loss and validation NDCG@10 per epoch; ``epochs`` are validate-phase progress records.
+
+    ``with_memory``: the saved model's validation NDCG@10 with its transition memory,
+    drawn as a dashed level across the epochs (the curve is the Transformer's own).
+    """
     if not epochs:
         return _empty(title, "The first epoch has not finished yet.")
     frame = pd.DataFrame(epochs)
     fig = go.Figure()
+    if with_memory is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[frame["epoch"].min(), frame["epoch"].max()],
+                y=[with_memory, with_memory],
+                name="validation NDCG@10 with the transition memory",
+                mode="lines",
+                line=dict(color=ACCENT, dash="dash"),
+                yaxis="y2",
+            )
+        )
     fig.add_trace(
         go.Scatter(
             x=frame["epoch"],

@@ -1205,6 +1205,20 @@ def run(
     return ev, warnings
 
 
+def model_memory(path: str) -> float | None:
+    """A saved model's validation NDCG@10 with its transition memory (``training.json``),
+    or None when it has none or the file is unreadable."""
+    import json
+    from pathlib import Path
+
+    try:
+        memory = json.loads((Path(path) / "training.json").read_text()).get("transitions") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    value = memory.get("val_ndcg@10") if isinstance(memory, dict) and memory.get("kept") else None
+    return float(value) if isinstance(value, int | float) else None
+
+
 def model_history(path: str) -> list[dict]:
     """A saved model's per-epoch history (``training.json``) in the shape of
     :func:`core.charts.training_curves`' records; empty when unreadable."""

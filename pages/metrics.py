@@ -222,7 +222,10 @@ def results_section(result: ev.Evaluation) -> None:
         name = st.selectbox("Model", models, key="eval_curve_model")
         info = get_store().find_model(name)
         history = ev.model_history(info.path) if info else []
-        st.plotly_chart(charts.training_curves(history, f"Training of {name}"), key="eval_training")
+        memory = ev.model_memory(info.path) if info else None
+        st.plotly_chart(
+            charts.training_curves(history, f"Training of {name}", memory), key="eval_training"
+        )
 
 
 info = require_dataset()

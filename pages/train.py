@@ -200,9 +200,19 @@ def _run_panel(run: RunStatus) -> None:
                 st.rerun()
         if run.epochs:
             st.plotly_chart(
-                charts.training_curves(run.epochs, "Loss and validation NDCG@10"),
+                charts.training_curves(
+                    run.epochs,
+                    "Loss and validation NDCG@10",
+                    _memory_ndcg(run.result) if run.state == "finished" else None,
+                ),
                 key=f"curve_{run.run_id}_{len(run.epochs)}",
             )
+
+
+def _memory_ndcg(result: dict | None) -> float | None:
+    """Validation NDCG@10 with the transition memory, when the run kept one."""
+    memory = (result or {}).get("transitions") or {}
+    return memory.get("val_ndcg@10") if memory.get("kept") else None
 
 
 @st.fragment(run_every=2)
