@@ -122,17 +122,6 @@ def training_curves(
         return _empty(title, "The first epoch has not finished yet.")
     frame = pd.DataFrame(epochs)
     fig = go.Figure()
-    if with_memory is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[frame["epoch"].min(), frame["epoch"].max()],
-                y=[with_memory, with_memory],
-                name="validation NDCG@10 with the transition memory",
-                mode="lines",
-                line=dict(color=ACCENT, dash="dash"),
-                yaxis="y2",
-            )
-        )
     fig.add_trace(
         go.Scatter(
             x=frame["epoch"],
@@ -152,6 +141,19 @@ def training_curves(
             yaxis="y2",
         )
     )
+    if with_memory is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[frame["epoch"].min(), frame["epoch"].max()],
+                y=[with_memory, with_memory],
+                name="validation NDCG@10 with the transition memory",
+                # one epoch: a point (a line from an epoch to itself would not show)
+                mode="lines" if frame["epoch"].nunique() > 1 else "markers",
+                line=dict(color=ACCENT, dash="dash"),
+                marker=dict(symbol="diamond-open", size=10),
+                yaxis="y2",
+            )
+        )
     fig.update_layout(
         title=title,
         xaxis=dict(title="epoch", dtick=1 if len(frame) <= 20 else None),
