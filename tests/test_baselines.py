@@ -5,22 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _helpers import seqs_of
 
 from core import baselines as B
 from core.evaluate import ModelScorer, evaluate, loo_split
 from core.model import ModelConfig, PreferenceModel
-from core.sequences import Sequences
 from core.train import TrainConfig
-
-
-def seqs_of(histories: list[list[int]], n_items: int) -> Sequences:
-    lengths = [len(h) for h in histories]
-    return Sequences(
-        np.array([f"u{i}" for i in range(len(histories))], dtype=object),
-        np.array([""] + [f"i{i}" for i in range(1, n_items + 1)], dtype=object),
-        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        np.array([x for h in histories for x in h], dtype=np.int32),
-    )
 
 
 def padded(rows: list[list[int]], width: int) -> torch.Tensor:

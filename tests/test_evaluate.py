@@ -11,26 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import seqs_of
 
 from core import evaluate as E
 from core.baselines import FAST_BASELINES, fit_baselines
 from core.jobs import dataset_sequences, train_dataset
 from core.model import ModelConfig, PreferenceModel
-from core.sequences import Sequences
 from core.store import Store
 from core.train import TrainConfig, leave_one_out, rank_targets
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def seqs_of(histories: list[list[int]], n_items: int) -> Sequences:
-    lengths = [len(h) for h in histories]
-    return Sequences(
-        np.array([f"u{i}" for i in range(len(histories))], dtype=object),
-        np.array([""] + [f"i{i}" for i in range(1, n_items + 1)], dtype=object),
-        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        np.array([x for h in histories for x in h], dtype=np.int32),
-    )
 
 
 class FixedScorer:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import TINY
 
 from core.checkpoint import CheckpointError, load_model, save_model
 from core.jobs import dataset_sequences, resolve_model, train_dataset
@@ -31,17 +32,6 @@ from core.train import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(
-    hidden=16,
-    layers=1,
-    heads=2,
-    max_len=20,
-    batch=64,
-    min_steps_per_epoch=5,
-    text_encoder="none",
-    dropout=0.0,
-    next_item_share=0.0,  # masked windows only: the mechanics, quickly
-)
 
 
 def popularity_val_ndcg(seqs) -> float:

@@ -5,35 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _helpers import TINY, seqs_of
 
 from core.checkpoint import load_model, save_model
 from core.evaluate import ModelScorer
 from core.model import ModelConfig, PreferenceModel, append_mask
 from core.recommend import next_item_probabilities, top_k_all
-from core.sequences import Sequences, load_sequences
+from core.sequences import load_sequences
 from core.train import TrainConfig, leave_one_out, train, transition_pairs
-
-TINY = dict(
-    hidden=16,
-    layers=1,
-    heads=2,
-    max_len=20,
-    batch=64,
-    min_steps_per_epoch=5,
-    text_encoder="none",
-    dropout=0.0,
-    next_item_share=0.0,
-)
-
-
-def sequences(histories: list[list[int]], n_items: int) -> Sequences:
-    lengths = [len(h) for h in histories]
-    return Sequences(
-        np.array([f"u{i}" for i in range(len(histories))], dtype=object),
-        np.array(["", *(f"i{j}" for j in range(1, n_items + 1))], dtype=object),
-        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        np.array([x for h in histories for x in h], dtype=np.int32),
-    )
 
 
 def test_the_memory_is_the_posterior_with_the_transformer_as_prior() -> None:
@@ -64,7 +43,7 @@ def test_the_memory_is_the_posterior_with_the_transformer_as_prior() -> None:
 
 
 def test_transition_pairs_count_consecutive_events_of_each_user_only() -> None:
-    seqs = sequences([[1, 2, 1, 2], [], [2, 3], [3]], n_items=3)
+    seqs = seqs_of([[1, 2, 1, 2], [], [2, 3], [3]], n_items=3)
     src, dst, counts = transition_pairs(seqs)
     assert list(zip(src.tolist(), dst.tolist(), counts.tolist(), strict=True)) == [
         (1, 2, 2),
@@ -125,7 +104,7 @@ def test_a_memory_that_does_not_help_is_left_out() -> None:
     # Every training transition is 1 -> 2 or 2 -> 1, and both are in every validation
     # history (so never ranked): the memory cannot change a validation rank.
     histories = [[1, 2, 1, 3 + k % 4, 8] for k in range(40)]
-    result = train(sequences(histories, 8), TrainConfig.from_preset("fast", epochs=1, **TINY))
+    result = train(seqs_of(histories, 8), TrainConfig.from_preset("fast", epochs=1, **TINY))
     assert not result.transitions["kept"]
     assert result.model.config.transitions == 0
     assert not any(k.startswith("transition") for k in result.model.state_dict())
