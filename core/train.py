@@ -455,31 +455,12 @@ def _count_above(
     slice of the catalogue.
     """
     model.eval()
-    mask_index = model.config.mask_index
     table, bias = model.item_table(), model.item_bias
     vocab = table.shape[0]
     not_item = model.not_item.nonzero().flatten()
-    # Users are taken shortest history first so that each batch drops the padding
-    # columns none of its rows needs (positions count from the right, so a trimmed
-    # batch means the same); the mask token replaces the oldest column.
-    n_cols = histories.shape[1]
-    causal = model.config.causal  # a left-to-right model reads the history as it is
-    if causal:
-        needed = np.maximum((histories != 0).sum(1), 1)
-    else:
-        needed = (histories[:, 1:] != 0).sum(1) + 1
-    order = np.argsort(needed, kind="stable")
     ranks = np.empty(len(targets), dtype=np.int64)
-    for start in range(0, len(targets), batch):
-        rows = order[start : start + batch]
-        width = int(needed[rows].max())
-        hist = torch.as_tensor(histories[rows], device=device).long()
+    for rows, hist, inputs, kinds in _trimmed_batches(model, histories, types, batch, device):
         tgt = torch.as_tensor(targets[rows], device=device).long()
-        inputs = (hist if causal else append_mask(hist, mask_index))[:, n_cols - width :]
-        kinds = None
-        if types is not None:
-            kinds = torch.as_tensor(types[rows], device=device).long()
-            kinds = (kinds if causal else append_mask(kinds, 0))[:, n_cols - width :]
         states = model.head(model.encode(inputs, kinds, table=table)[:, -1])
         target_logit = (states * table[tgt]).sum(1, keepdim=True) + bias[tgt, None]
         # Columns never counted, each once: the non-items, the target itself and,
@@ -512,6 +493,43 @@ def _count_above(
                 greater.index_add_(0, live, above.long())
         ranks[rows] = greater.cpu().numpy()
     return ranks
+
+
+def _trimmed_batches(
+    model: PreferenceModel,
+    histories: np.ndarray,
+    types: np.ndarray | None,
+    batch: int,
+    device: torch.device,
+):
+    """Model inputs for left-padded ``histories``, ``batch`` rows at a time.
+
+    Users are taken shortest history first so that each batch drops the padding
+    columns none of its rows needs (positions count from the right, so a trimmed batch
+    means the same); for a bidirectional model the mask token replaces the oldest column.
+
+    Yields:
+        (row numbers, their histories as a tensor, the trimmed inputs, the trimmed event
+        types or None).
+    """
+    n_cols = histories.shape[1]
+    causal = model.config.causal  # a left-to-right model reads the history as it is
+    if causal:
+        needed = np.maximum((histories != 0).sum(1), 1)
+    else:
+        needed = (histories[:, 1:] != 0).sum(1) + 1
+    order = np.argsort(needed, kind="stable")
+    mask_index = model.config.mask_index
+    for start in range(0, len(histories), batch):
+        rows = order[start : start + batch]
+        width = int(needed[rows].max())
+        hist = torch.as_tensor(histories[rows], device=device).long()
+        inputs = (hist if causal else append_mask(hist, mask_index))[:, n_cols - width :]
+        kinds = None
+        if types is not None:
+            kinds = torch.as_tensor(types[rows], device=device).long()
+            kinds = (kinds if causal else append_mask(kinds, 0))[:, n_cols - width :]
+        yield rows, hist, inputs, kinds
 
 
 _RANK_CHUNK = 4096  # catalogue columns scored at once by rank_targets on a CPU
@@ -1079,23 +1097,11 @@ def fit_transitions(
     model.attach_transitions(
         torch.as_tensor(src), torch.as_tensor(dst), torch.as_tensor(counts), alphas[0]
     )
-    mask_index = model.config.mask_index
     table = model.item_table()
-    n_cols = histories.shape[1]
-    needed = (histories[:, 1:] != 0).sum(1) + 1
-    order = np.argsort(needed, kind="stable")
     variants = [None, *alphas]  # None = the Transformer alone
     ranks = {v: np.empty(len(targets), dtype=np.int64) for v in variants}
-    for start in range(0, len(targets), batch):
-        rows = order[start : start + batch]
-        width = int(needed[rows].max())
-        hist = torch.as_tensor(histories[rows], device=device).long()
+    for rows, hist, inputs, kinds in _trimmed_batches(model, histories, types, batch, device):
         tgt = torch.as_tensor(targets[rows], device=device).long()[:, None]
-        inputs = append_mask(hist, mask_index)[:, n_cols - width :]
-        kinds = None
-        if types is not None:
-            kinds = append_mask(torch.as_tensor(types[rows], device=device).long(), 0)
-            kinds = kinds[:, n_cols - width :]
         logits = model.score(model.encode(inputs, kinds, table=table)[:, -1], table).float()
         followed = model.transitions_of(hist[:, -1])
         for v in variants:
