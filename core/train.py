@@ -1049,7 +1049,7 @@ def train(
 
 # --------------------------------------------------------------------------- transitions
 
-TRANSITION_ALPHAS = (1.0, 10.0)  # weights of the Transformer's prior tried on validation
+TRANSITION_ALPHAS = (1.0, 10.0, 100.0)  # weights of the Transformer's prior tried on validation
 
 
 def transition_pairs(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
