@@ -257,7 +257,8 @@ def model_card(config: ModelConfig, training: dict[str, Any]) -> str:
         f"(fingerprint `{training.get('dataset_fingerprint', '?')}`)",
         f"- items: {config.n_items:,}; users: {training.get('users', '?')}",
         "- split: leave-one-out (last item = test, never used in training; "
-        "second-to-last = validation)",
+        "second-to-last = validation for a fixed sample of users, training data for "
+        "the rest)",
         "",
         "## Settings",
         f"- preset: {settings.get('preset', '?')}; max length {config.max_len}, hidden "

@@ -2,10 +2,12 @@
 
 The protocol (shared by the app, the CLI, the tests and the benchmarks):
 
-* **Splits.** Leave-one-out (default): per user the last item is the test target,
-  the one before it the validation target, the rest is what every model may learn
-  from (exactly :func:`core.train.leave_one_out`'s training part); users with fewer
-  than 3 events are not evaluated (their last item is training data). Global
+* **Splits.** Leave-one-out (default): per user the last item is the test target;
+  the one before it is the validation target of a fixed sample of users (all of them
+  up to 2,000; :func:`core.train.validation_users`) and training data for the rest;
+  everything earlier is what every model may learn from (exactly
+  :func:`core.train.leave_one_out`'s training part). Users with fewer than 3 events
+  are not evaluated (their last item is training data). Global
   temporal split: everything before a cut-off time is training data, and each user
   with events on both sides is tested on their first item after it.
 * **Full ranking.** The target is ranked against every item; by default the items
@@ -77,7 +79,7 @@ class EvalSplit:
         fit (Sequences): each user's training events (a prefix of their history);
             every baseline fits on exactly this.
         train_input (Sequences): what to hand to :func:`core.train.train` (which holds
-            out each history's last two items itself) so that it learns from ``fit``
+            out the test and validation items itself) so that it learns from ``fit``
             at most: the full histories for leave-one-out, ``fit`` for the time split.
         inputs (Sequences): each user's input history at test time (everything before
             the target).

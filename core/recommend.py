@@ -124,7 +124,7 @@ class Catalog:
         titles: index -> title ("" when unknown).
         categories: index -> list of categories (empty when unknown).
         counts: index -> training events (the leave-one-out training part of every
-            history: each user's last two items left out, as in training).
+            history: the test and validation items left out, as in training).
         pop_rank: index -> 1-based popularity rank by ``counts`` (0 for padding/mask).
     """
 
@@ -359,7 +359,7 @@ SIDE_BASELINES = {
 
 def fit_side_baseline(data: ModelData, name: str):
     """A baseline of :mod:`core.baselines` fitted on the model's training part of the
-    histories (each user's last two items left out, as in training), for side-by-side lists."""
+    histories (the test and validation items left out, as in training), for side-by-side lists."""
     from core import baselines
     from core.train import leave_one_out
 

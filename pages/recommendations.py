@@ -228,8 +228,8 @@ with tab_base:
         list(SIDE_BASELINES),
         format_func=SIDE_BASELINES.get,
         key="side_baseline",
-        help="fitted on the same training events as the model (each user's last two "
-        "items left out); the Metrics page compares them on every user",
+        help="fitted on the same training events as the model (each user's test "
+        "and validation items left out); the Metrics page compares them on every user",
     )
     base = baseline_list(
         data, side_baseline(name, created, baseline), history, int(k), exclude_seen, category

@@ -94,6 +94,33 @@ def test_leave_one_out_split_never_leaks_the_test_item() -> None:
     np.testing.assert_array_equal(leave_one_out(split.train_input).train.items, split.fit.items)
 
 
+def test_a_large_dataset_validates_a_fixed_sample_and_trains_on_the_rest() -> None:
+    """Beyond 2,000 users, a tenth of them validate; everyone else's second-to-last
+    item is training data. The test item is never training data of anyone."""
+    rng = np.random.default_rng(5)
+    histories = [list(rng.integers(1, 40, size=rng.integers(1, 8))) for _ in range(30_000)]
+    seqs = seqs_of(histories, 40)
+    split = leave_one_out(seqs)
+    eligible = np.flatnonzero(seqs.lengths >= 3)
+    assert len(split.val_users) == int(np.ceil(0.1 * len(eligible))) > 2000
+    assert set(split.val_users) <= set(eligible)
+    assert leave_one_out(seqs).val_users.tolist() == split.val_users.tolist()  # fixed draw
+    validating = np.zeros(seqs.n_users, dtype=bool)
+    validating[split.val_users] = True
+    held = np.where(seqs.lengths >= 3, np.where(validating, 2, 1), 0)
+    np.testing.assert_array_equal(split.train.lengths, seqs.lengths - held)
+    for user in range(0, seqs.n_users, 97):
+        kept = seqs.history(user)[: split.train.lengths[user]]
+        np.testing.assert_array_equal(split.train.history(user), kept)
+    ends = seqs.offsets[split.val_users + 1]
+    np.testing.assert_array_equal(split.val_targets, seqs.items[ends - 2])
+    # evaluation fits every baseline on exactly this, and tests everyone's last item
+    ev = E.loo_split(seqs)
+    np.testing.assert_array_equal(ev.fit.lengths, split.train.lengths)
+    assert ev.users.tolist() == eligible.tolist()
+    assert (ev.fit.lengths[ev.users] < seqs.lengths[ev.users]).all()
+
+
 def test_time_split_trains_before_the_cutoff_and_tests_the_next_item() -> None:
     seqs = seqs_of([[1, 2, 3], [4, 5], [1, 3]], 5)
     times = np.array([1.0, 2, 6, 7, 8, 3, 4])

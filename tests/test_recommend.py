@@ -27,6 +27,7 @@ from core.recommend import (
     top_k_all,
 )
 from core.store import Store
+from core.train import validation_users
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,11 +147,14 @@ def test_side_by_side_baselines_follow_the_history(data) -> None:
 
 
 def training_pairs(data) -> list[tuple[str, str]]:
-    """Consecutive (item, next item) pairs of every user's training part (last two left out)."""
+    """Consecutive (item, next item) pairs of every user's training part (the test item
+    and, for validation users, the validation item left out)."""
+    validating = set(validation_users(data.histories.lengths).tolist())
     pairs = []
     for user in range(data.histories.n_users):
         items = [data.catalog.item_ids[i] for i in data.histories.history(user)]
-        items = items[:-2] if len(items) >= 3 else items
+        if len(items) >= 3:
+            items = items[: -2 if user in validating else -1]
         pairs += list(zip(items, items[1:], strict=False))
     return pairs
 
