@@ -242,6 +242,13 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _validating(training: dict[str, Any]) -> str:
+    """Who validated, in words. ``training.json`` records how many since the split
+    sampled them; before that, every user with 3+ events did."""
+    n = training.get("validation_users")
+    return f"{n:,} users" if isinstance(n, int) else "every user with 3+ events"
+
+
 def model_card(config: ModelConfig, training: dict[str, Any]) -> str:
     """A short Markdown model card: data, settings, metrics, date."""
     settings = training.get("config", {})
@@ -257,7 +264,7 @@ def model_card(config: ModelConfig, training: dict[str, Any]) -> str:
         f"(fingerprint `{training.get('dataset_fingerprint', '?')}`)",
         f"- items: {config.n_items:,}; users: {training.get('users', '?')}",
         "- split: leave-one-out (last item = test, never used in training; "
-        "second-to-last = validation for a fixed sample of users, training data for "
+        f"second-to-last = validation for {_validating(training)}, training data for "
         "the rest)",
         "",
         "## Settings",

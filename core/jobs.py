@@ -39,7 +39,14 @@ from core.checkpoint import CheckpointError, SavedModel, load_model, save_model,
 from core.sequences import Sequences, load_sequences
 from core.store import ModelInfo, Store, StoreError, validate_dataset_name
 from core.text import item_text_vectors
-from core.train import ProgressCallback, StopTraining, TrainConfig, TrainResult, train
+from core.train import (
+    ProgressCallback,
+    StopTraining,
+    TrainConfig,
+    TrainResult,
+    train,
+    validation_users,
+)
 
 
 def data_home(store: Store) -> Path:
@@ -109,6 +116,7 @@ def training_record(
         "dataset": dataset,
         "dataset_fingerprint": fingerprint,
         "users": seqs.n_users,
+        "validation_users": len(validation_users(seqs.lengths)),
         "config": result.config.to_dict(),
         "loss_mode": result.config.loss_mode(seqs.n_items),
         "event_types": list(seqs.type_names) if result.model_config.n_event_types else [],

@@ -3,11 +3,12 @@
 Protocol (shared with evaluation): per user, the last item is the test target and
 is never seen here. The second-to-last item is the validation target of a fixed
 sample of users (every user on small datasets; see :func:`validation_users`) and
-training data for everyone else; the rest is training data. Training samples are windows of each training history; in each
-batch a fraction of positions is replaced by the mask token (cloze), and some
-samples have only their final item masked so that training matches next-item
-inference. The loss is full softmax cross-entropy over all items, or, for large
-catalogues, sampled softmax over many shared negatives with logQ correction.
+training data for everyone else; the rest is training data. Training samples are
+windows of each training history; in each batch a fraction of positions is
+replaced by the mask token (cloze), and some samples have only their final item
+masked so that training matches next-item inference. The loss is full softmax
+cross-entropy over all items, or, for large catalogues, sampled softmax over many
+shared negatives with logQ correction.
 
 Everything a run needs to continue lives in its run folder: a checkpoint is
 written after every epoch (safetensors + JSON, never pickle), and a stopped or

@@ -17,6 +17,7 @@ from core import evaluate as E
 from core.baselines import FAST_BASELINES, fit_baselines
 from core.jobs import dataset_sequences, train_dataset
 from core.model import ModelConfig, PreferenceModel
+from core.sequences import load_sequences
 from core.store import Store
 from core.train import TrainConfig, leave_one_out, rank_targets
 
@@ -257,6 +258,10 @@ def demo_model(eval_store, tmp_path_factory):
     )
     out = tmp_path_factory.mktemp("m") / "tiny"
     model, _ = train_dataset(eval_store, "demo", config, name="tiny", out_dir=out)
+    # 300 users: every one with 3+ events validates, and the record and card say so
+    n_valid = int((load_sequences(eval_store, "demo").lengths >= 3).sum())
+    assert json.loads((out / "training.json").read_text())["validation_users"] == n_valid
+    assert f"validation for {n_valid:,} users" in (out / "README.md").read_text()
     return model
 
 
