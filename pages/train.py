@@ -295,8 +295,10 @@ info = require_dataset()
 st.title("Train")
 st.caption(
     f"A BERT4Rec-style model on **{info.name}** ({fmt_int(info.n_users)} users, "
-    f"{fmt_int(info.n_items)} items): leave-one-out, the last item of every user is never "
-    "seen in training; validation NDCG@10 is full-ranking."
+    f"{fmt_int(info.n_items)} items): leave-one-out. The last item of every user is never "
+    "seen in training. The one before it is the validation target of every user up to "
+    "2,000 users, beyond that of a fixed tenth of them; everyone else trains on it. "
+    "Validation NDCG@10 is full-ranking."
 )
 start_section(info.name)
 runs_section()
