@@ -155,9 +155,24 @@ def test_next_item_windows_add_steps_and_stay_reproducible(demo_seqs) -> None:
     assert steps(0.5)[1] == pytest.approx(loss, rel=1e-5)
 
 
-def test_a_time_budget_anneals_the_learning_rate_before_it_stops(demo_seqs) -> None:
-    # 200 epochs cannot fit in 4 s: the budget ends the run, and the schedule has
+class _TickingClock:
+    """``core.train``'s clock in a test: every reading is ``tick`` seconds after the last,
+    so a time budget ends a run after the same steps on a quiet or a busy machine."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_a_time_budget_anneals_the_learning_rate_before_it_stops(demo_seqs, monkeypatch) -> None:
+    # 200 epochs cannot fit in the budget: it ends the run, and the schedule has
     # followed the budget, so the last epochs ran at the floor of the cosine decay.
+    import core.train
+
+    monkeypatch.setattr(core.train, "time", _TickingClock(0.03))
     config = TrainConfig.from_preset("fast", epochs=200, time_budget=4.0, patience=1000, **TINY)
     result = train(demo_seqs, config)
     lrs = [h["lr"] for h in result.history]
