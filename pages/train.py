@@ -12,7 +12,7 @@ from core.checkpoint import CheckpointError
 from core.jobs import RunStatus, collect_run, list_runs, resolve_model, start_run, stop_run
 from core.store import StoreError, slugify
 from core.text import TextEncoderError
-from core.train import PRESETS, TrainConfig
+from core.train import PRESETS, VAL_SHARE, VAL_USERS_MIN, TrainConfig
 from pages.common import PENDING_MODEL, fmt_int, get_store, md_escape, require_dataset
 
 log = logging.getLogger("reclens.train")
@@ -293,11 +293,15 @@ def models_section(dataset: str) -> None:
 
 info = require_dataset()
 st.title("Train")
+validating = (
+    "every user"
+    if info.n_users <= VAL_USERS_MIN
+    else f"a fixed {VAL_SHARE:.0%} of users (at least {VAL_USERS_MIN:,}); the rest train on it"
+)
 st.caption(
     f"A BERT4Rec-style model on **{info.name}** ({fmt_int(info.n_users)} users, "
     f"{fmt_int(info.n_items)} items): leave-one-out. The last item of every user is never "
-    "seen in training. The one before it is the validation target of every user up to "
-    "2,000 users, beyond that of a fixed tenth of them; everyone else trains on it. "
+    f"seen in training; the one before it is the validation target of {validating}. "
     "Validation NDCG@10 is full-ranking."
 )
 start_section(info.name)

@@ -145,6 +145,9 @@ def test_train_page_runs_a_tiny_model_and_makes_it_active(app: AppTest) -> None:
 
     app.switch_page("pages/train.py").run()
     assert not app.exception, app.exception
+    # the 3,000-user demo: 2,000 users validate, the rest train on their second-to-last item
+    captions = [c.value for c in app.caption]
+    assert any("10% of users (at least 2,000); the rest train on it" in c for c in captions)
     app.text_input(key="model_name").set_value("tiny-demo").run()
     for key, value in (("epochs_fast", 1), ("hidden_fast", 16), ("layers_fast", 1)):
         app.number_input(key=key).set_value(value).run()
