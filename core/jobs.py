@@ -127,18 +127,9 @@ def training_record(
         "seconds": round(result.seconds, 2),
         "stopped_early": result.stopped_early,
         "interrupted": result.interrupted,
-        "metrics": {"val_ndcg@10": result.best_val_ndcg10, "val_hr@10": _best(result, "val_hr@10")},
+        "metrics": {"val_ndcg@10": result.best_val_ndcg10, "val_hr@10": result.best_val_hr10},
         "transitions": {k: v for k, v in result.transitions.items() if k != "message"},
     }
-
-
-def _best(result: TrainResult, key: str) -> float:
-    if key == "val_hr@10" and result.transitions.get("kept"):
-        return float(result.transitions["val_hr@10"])
-    for record in result.history:
-        if record["epoch"] == result.best_epoch:
-            return float(record[key])
-    return 0.0
 
 
 def resolve_model(store: Store, name_or_dir: str) -> SavedModel:

@@ -250,6 +250,7 @@ class TrainResult:
     stopped_early: bool = False
     interrupted: bool = False
     transitions: dict = field(default_factory=dict)
+    best_val_hr10: float = 0.0  # of the model as saved (with its memory, if kept)
 
 
 class StopTraining(Exception):
@@ -1033,13 +1034,14 @@ def train(
         interrupted = True
     model.load_state_dict(best_state)
     model.eval()
+    best_hr = next((h["val_hr@10"] for h in history if h["epoch"] == best_epoch), 0.0)
     transitions: dict = {}
     if config.transitions and not config.causal and not interrupted and best_epoch:
         transitions = fit_transitions(
             model, split.train, val_hist, val_targets, device, config.eval_batch, val_types, cluster
         )
         if transitions["kept"]:
-            best_ndcg = transitions["val_ndcg@10"]
+            best_ndcg, best_hr = transitions["val_ndcg@10"], transitions["val_hr@10"]
         say(
             Progress(
                 "transitions",
@@ -1078,6 +1080,7 @@ def train(
         stopped_early,
         interrupted,
         transitions,
+        float(best_hr),
     )
 
 
