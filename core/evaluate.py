@@ -1207,32 +1207,28 @@ def run(
     return ev, warnings
 
 
-def model_memory(path: str) -> float | None:
-    """A saved model's validation NDCG@10 with its transition memory (``training.json``),
-    or None when it has none or the file is unreadable."""
+def model_curves(path: str) -> tuple[list[dict], float | None]:
+    """A saved model's training curves from one read of its ``training.json``.
+
+    Returns:
+        The per-epoch history in the shape of :func:`core.charts.training_curves`'
+        records (empty when unreadable), and the validation NDCG@10 with its
+        transition memory (None when it has none or the file is unreadable).
+    """
     import json
     from pathlib import Path
 
     try:
-        memory = json.loads((Path(path) / "training.json").read_text()).get("transitions") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
-    value = memory.get("val_ndcg@10") if isinstance(memory, dict) and memory.get("kept") else None
-    return float(value) if isinstance(value, int | float) else None
-
-
-def model_history(path: str) -> list[dict]:
-    """A saved model's per-epoch history (``training.json``) in the shape of
-    :func:`core.charts.training_curves`' records; empty when unreadable."""
-    import json
-    from pathlib import Path
-
-    try:
-        history = json.loads((Path(path) / "training.json").read_text()).get("history", [])
+        training = json.loads((Path(path) / "training.json").read_text())
     except (OSError, ValueError):
-        return []
-    return [
+        return [], None
+    if not isinstance(training, dict):
+        return [], None
+    history = [
         {"epoch": h.get("epoch"), "loss": h.get("loss"), "val_ndcg10": h.get("val_ndcg@10")}
-        for h in history
+        for h in training.get("history", [])
         if isinstance(h, dict)
     ]
+    memory = training.get("transitions")
+    value = memory.get("val_ndcg@10") if isinstance(memory, dict) and memory.get("kept") else None
+    return history, float(value) if isinstance(value, int | float) else None

@@ -221,8 +221,7 @@ def results_section(result: ev.Evaluation) -> None:
         st.subheader("Training")
         name = st.selectbox("Model", models, key="eval_curve_model")
         info = get_store().find_model(name)
-        history = ev.model_history(info.path) if info else []
-        memory = ev.model_memory(info.path) if info else None
+        history, memory = ev.model_curves(info.path) if info else ([], None)
         st.plotly_chart(
             charts.training_curves(history, f"Training of {name}", memory), key="eval_training"
         )

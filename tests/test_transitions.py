@@ -120,17 +120,18 @@ def test_no_memory_when_asked_or_for_the_causal_baseline(demo_store) -> None:
 
 def test_the_training_chart_shows_the_memory_level_of_a_saved_model(trained, tmp_path) -> None:
     from core import charts
-    from core.evaluate import model_history, model_memory
+    from core.evaluate import model_curves
     from core.jobs import training_record
 
     seqs, result = trained
     record = training_record("m", "demo", "f", seqs, result, None)
     folder = save_model(tmp_path / "m", result.model, seqs.item_ids, record)
-    assert model_memory(str(folder)) == pytest.approx(result.transitions["val_ndcg@10"])
-    fig = charts.training_curves(model_history(str(folder)), "t", model_memory(str(folder)))
+    history, memory = model_curves(str(folder))
+    assert memory == pytest.approx(result.transitions["val_ndcg@10"])
+    fig = charts.training_curves(history, "t", memory)
     level = [t for t in fig.data if "transition memory" in t.name]
     assert len(level) == 1 and list(level[0].y) == [result.best_val_ndcg10] * 2
     # A model without a memory (or an unreadable record) draws no level.
-    assert model_memory(str(tmp_path / "nowhere")) is None
-    plain = charts.training_curves(model_history(str(folder)), "t", None)
+    assert model_curves(str(tmp_path / "nowhere")) == ([], None)
+    plain = charts.training_curves(history, "t", None)
     assert not [t for t in plain.data if "transition memory" in t.name]
