@@ -47,11 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     for role in ("user", "item", "time", "type", "value"):
         ing.add_argument(f"--{role}-col", help=f"{role} column: name or 1-based position")
     ing.add_argument("--min-value", type=float, help="keep events with value >= X")
-    ing.add_argument("--item-id-col")
-    ing.add_argument("--title-col")
-    ing.add_argument("--category-col")
+    ing.add_argument("--item-id-col", help="the item file's id column")
+    ing.add_argument("--title-col", help="item titles: in the item file, else in the log")
+    ing.add_argument("--category-col", help="item categories: in the item file, else the log")
     ing.add_argument("--category-sep", default="|")
-    ing.add_argument("--text-col")
+    ing.add_argument("--text-col", help="item descriptions: in the item file, else the log")
     ing.add_argument("--min-user-events", type=int, default=1)
     ing.add_argument("--min-item-events", type=int, default=1)
     ing.add_argument("--collapse-repeats", action="store_true")
@@ -179,20 +179,42 @@ def _cmd_demo(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_ingest(store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    from core.ingest import Cleaning, ReadOptions, ingest
+    from core.ingest import (
+        Cleaning,
+        ReadOptions,
+        ingest,
+        inspect,
+        refuse_single_column,
+        suggest,
+        unsure_message,
+    )
 
     read = ReadOptions(
         delimiter=_unescape(args.sep),
         header=False if args.no_header else None,
         encoding=args.encoding,
     )
+    inspection = inspect(store, args.events, read)
+    refuse_single_column(inspection)
+    found = suggest(inspection)
     roles = {r: getattr(args, f"{r}_col") for r in ("user", "item", "time", "type", "value")}
-    mapping = None
-    if any(roles.values()) or args.min_value is not None:
-        mapping = _complete_mapping(store, args, read, roles)
+    unsure = [r for r in found.unsure_ids() if not roles[r]]
+    if inspection.has_header and unsure:
+        raise UsageError(
+            unsure_message(
+                inspection,
+                found,
+                "Say which they are: " + " ".join(f"--{r}-col COLUMN" for r in unsure) + ".",
+            )
+        )
+    mapping = _complete_mapping(inspection, found, args, roles)
     item_mapping = None
     if args.items:
         item_mapping = _complete_item_mapping(store, args)
+    elif args.item_id_col:
+        raise UsageError("--item-id-col names the id column of an item file: pass --items FILE")
+    elif args.title_col or args.category_col or args.text_col:
+        item_mapping = _log_item_mapping(args)
     result = ingest(
         store,
         args.dataset,
@@ -205,7 +227,29 @@ def _cmd_ingest(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         replace_existing=args.replace,
         progress=_progress_printer(args.json),
     )
-    return result.summary()
+    summary = result.summary()
+    summary["mapping"] = {
+        role: {"column": column, "reason": _reason(found, role, column, roles)}
+        for role, column in result.dataset.mapping["events"].items()
+        if role != "min_value" and column
+    }
+    if item_mapping is None and not args.items and found.items:
+        summary["hint"] = (
+            "the log also holds item details: "
+            + " ".join(f"--{_ITEM_FLAGS[role]} {g.column!r}" for role, g in found.items.items())
+            + " keeps them as the item catalogue"
+        )
+    return summary
+
+
+_ITEM_FLAGS = {"title": "title-col", "categories": "category-col", "text": "text-col"}
+
+
+def _reason(found, role: str, column: str, given: dict[str, Any]) -> str:
+    if given.get(role):
+        return "given"
+    guess = found.events.get(role)
+    return guess.reason if guess and guess.column == column else "given"
 
 
 def _merge(suggested: dict[str, Any], given: dict[str, Any], resolve) -> dict[str, Any]:
@@ -218,15 +262,25 @@ def _merge(suggested: dict[str, Any], given: dict[str, Any], resolve) -> dict[st
     }
 
 
-def _complete_mapping(store, args, read, roles):
+def _complete_mapping(inspection, found, args, roles):
     """The event mapping: the roles named on the command line, the rest suggested."""
-    from core.ingest import EventMapping, inspect, suggest_mapping
+    from core.ingest import EventMapping
 
-    inspection = inspect(store, args.events, read)
-    suggested = suggest_mapping(inspection)
     given = {r: c for r, c in roles.items() if c}
-    fields = _merge({r: getattr(suggested, r) for r in roles}, given, inspection.resolve)
+    fields = _merge({r: found.column(r) for r in roles}, given, inspection.resolve)
     return EventMapping(**fields, min_value=args.min_value)
+
+
+def _log_item_mapping(args):
+    """Item details named on the command line, read from the behaviour log itself."""
+    from core.ingest import ItemMapping
+
+    return ItemMapping(
+        title=args.title_col,
+        categories=args.category_col,
+        text=args.text_col,
+        category_sep=_unescape(args.category_sep) or "|",
+    )
 
 
 def _complete_item_mapping(store, args):
@@ -554,10 +608,16 @@ def _print_human(command: str, result: Any) -> None:
             f"loaded {result['dataset']}: {result['events']:,} events, {result['users']:,} "
             f"users, {result['items']:,} items"
         )
+        for role, used in result.get("mapping", {}).items():
+            print(f"{role:>5}: {used['column']} ({used['reason']})")
         dropped = {k: v for k, v in result["dropped"].items() if v}
         print("dropped: " + (", ".join(f"{k}={v:,}" for k, v in dropped.items()) or "nothing"))
         for ex in result.get("report", {}).get("examples", []):
             print(f"  line {ex['line']}: {ex['problem']}")
+        for note in result.get("report", {}).get("notes", []):
+            print(f"note: {note}")
+        if result.get("hint"):
+            print(f"hint: {result['hint']}")
         return
     if command == "drop":
         print(f"dropped {result['dropped']}")

@@ -32,90 +32,17 @@ from core.store import (
     StoreError,
     validate_dataset_name,
 )
-
-EVENT_ROLES = ("user", "item", "time", "type", "value")
-ITEM_ROLES = ("item", "title", "categories", "text")
-
-# Normalised column names (lower case, letters and digits only) suggested per role.
-_EVENT_NAMES: dict[str, tuple[str, ...]] = {
-    "user": (
-        "userid",
-        "user",
-        "uid",
-        "customerid",
-        "customer",
-        "visitorid",
-        "visitor",
-        "clientid",
-        "client",
-        "memberid",
-        "member",
-        "accountid",
-        "account",
-        "reviewerid",
-        "sessionid",
-        "session",
-        "personid",
-    ),
-    "item": (
-        "itemid",
-        "item",
-        "movieid",
-        "movie",
-        "productid",
-        "product",
-        "asin",
-        "sku",
-        "articleid",
-        "article",
-        "trackid",
-        "track",
-        "songid",
-        "song",
-        "bookid",
-        "book",
-        "isbn",
-        "contentid",
-        "content",
-        "iid",
-        "videoid",
-        "video",
-        "offerid",
-    ),
-    "time": (
-        "timestamp",
-        "eventtime",
-        "time",
-        "datetime",
-        "date",
-        "ts",
-        "createdat",
-        "eventdate",
-        "unixtime",
-        "unixreviewtime",
-        "reviewtime",
-        "occurredat",
-        "eventtimestamp",
-    ),
-    "type": ("eventtype", "event", "action", "behavior", "behaviour", "interaction", "type"),
-    "value": ("rating", "score", "value", "weight", "stars", "quantity", "count", "overall"),
-}
-_ITEM_NAMES: dict[str, tuple[str, ...]] = {
-    "item": _EVENT_NAMES["item"] + ("id",),
-    "title": ("title", "name", "itemname", "productname", "moviename", "label"),
-    "categories": (
-        "genres",
-        "genre",
-        "categories",
-        "category",
-        "tags",
-        "tag",
-        "topics",
-        "topic",
-        "section",
-    ),
-    "text": ("text", "description", "desc", "summary", "overview", "plot", "body", "content"),
-}
+from core.suggest import (
+    EVENT_ROLES,
+    ITEM_NAMES,
+    ITEM_ROLES,
+    LOG_ITEM_ROLES,
+    SAMPLE_CELLS,
+    SAMPLE_ROWS,
+    Suggestion,
+    norm,
+    suggest_columns,
+)
 
 _NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|U\w*INT|FLOAT|DOUBLE|DECIMAL)")
 
@@ -196,6 +123,8 @@ class Inspection:
     has_header: bool
     delimiter: str | None
     notes: list[str] = field(default_factory=list)
+    # The first rows with every value as text: what the mapping suggestions read.
+    sample: pd.DataFrame | None = None
 
     def resolve(self, spec: str | int | None, role: str) -> str | None:
         """Turn a column name or 1-based position into the file's column name."""
@@ -244,10 +173,6 @@ class IngestResult:
 def _names(columns: Sequence[str]) -> str:
     shown = ", ".join(columns[:20])
     return shown + (f", ... ({len(columns)} in all)" if len(columns) > 20 else "")
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
 # --------------------------------------------------------------------------- reading
@@ -518,7 +443,16 @@ def inspect(
         notes.append(
             f"only one column was found; if {display} has several, set the delimiter yourself"
         )
-    return Inspection(source, columns, types, preview, has_header, delimiter, notes)
+    try:
+        sample = store.sample_text(source, max(preview_rows, _sample_rows(len(columns))))
+    except duckdb.Error:
+        sample = preview.astype(object).where(preview.notna(), None)
+    return Inspection(source, columns, types, preview, has_header, delimiter, notes, sample)
+
+
+def _sample_rows(n_columns: int) -> int:
+    """Rows of the suggestion sample for a file of ``n_columns`` (a wide file reads fewer)."""
+    return max(200, min(SAMPLE_ROWS, SAMPLE_CELLS // max(1, n_columns)))
 
 
 _LATIN1_NOTE = "the file is not valid UTF-8; it was read as Latin-1"
@@ -542,60 +476,64 @@ def _header_looks_like_data(preview: pd.DataFrame, described: list[str]) -> bool
 # --------------------------------------------------------------------------- suggestions
 
 
-def _suggest(
-    columns: Sequence[str], names: dict[str, tuple[str, ...]], roles: Sequence[str]
-) -> dict[str, str | None]:
-    chosen: dict[str, str | None] = {}
-    taken: set[str] = set()
-    normalised = {c: _norm(c) for c in columns}
-    for role in roles:
-        chosen[role] = None
-        for candidate in names[role]:
-            match = next(
-                (c for c in columns if normalised[c] == candidate and c not in taken), None
-            )
-            if match:
-                chosen[role] = match
-                taken.add(match)
-                break
-    return chosen
+def suggest(inspection: Inspection) -> Suggestion:
+    """Suggested roles of the log's columns, each with its reason (see :mod:`core.suggest`)."""
+    sample = inspection.sample if inspection.sample is not None else inspection.preview
+    return suggest_columns(inspection.columns, inspection.types, sample, inspection.has_header)
 
 
 def suggest_mapping(inspection: Inspection) -> EventMapping:
-    """Guess the event mapping from column names, or from shape for headerless files.
+    """The suggested event mapping (names and content; the shape rule for headerless files)."""
+    found = suggest(inspection)
+    return EventMapping(**{role: found.column(role) for role in EVENT_ROLES})
 
-    A headerless file is read as user, item, then a time-like column (a date-time,
-    or integers of Unix-timestamp size) and a value column (other numbers).
-    """
-    cols = inspection.columns
-    if inspection.has_header:
-        found = _suggest(cols, _EVENT_NAMES, EVENT_ROLES)
-        if found["user"] and found["item"]:
-            return EventMapping(**found)
-    found = {role: None for role in EVENT_ROLES}
-    if len(cols) >= 2:
-        found["user"], found["item"] = cols[0], cols[1]
-    for col in cols[2:]:
-        kind = inspection.types.get(col, "")
-        values = pd.to_numeric(inspection.preview[col], errors="coerce")
-        if found["time"] is None and (
-            kind.startswith(("TIMESTAMP", "DATE"))
-            or (kind.endswith("INT") and values.notna().all() and (values.abs() > 1e8).all())
-        ):
-            found["time"] = col
-        elif found["value"] is None and _NUMERIC.match(kind):
-            found["value"] = col
-        elif found["type"] is None and kind == "VARCHAR":
-            found["type"] = col
-    return EventMapping(**found)
+
+def log_item_mapping(
+    inspection: Inspection, suggestion: Suggestion | None = None
+) -> ItemMapping | None:
+    """The item details the log itself carries (title, categories, text), or None."""
+    found = suggestion or suggest(inspection)
+    if not found.items or not found.column("item"):
+        return None
+    return ItemMapping(
+        item=found.column("item"), **{role: g.column for role, g in found.items.items()}
+    )
 
 
 def suggest_item_mapping(inspection: Inspection) -> ItemMapping:
     """Guess the item-file mapping from column names (first column as id otherwise)."""
-    found = _suggest(inspection.columns, _ITEM_NAMES, ITEM_ROLES)
+    found: dict[str, str | None] = {}
+    taken: set[str] = set()
+    for role in ITEM_ROLES:
+        found[role] = next(
+            (
+                c
+                for name in ITEM_NAMES[role]
+                for c in inspection.columns
+                if norm(c) == name and c not in taken
+            ),
+            None,
+        )
+        if found[role]:
+            taken.add(found[role])
     if found["item"] is None and inspection.columns:
         found["item"] = inspection.columns[0]
     return ItemMapping(**found)
+
+
+def unsure_message(inspection: Inspection, found: Suggestion, how: str) -> str:
+    """Why a file with a header cannot be loaded on a guess, and what to say instead."""
+    roles = " and ".join(found.unsure_ids())
+    guessed = "; ".join(
+        f"{role}: {g.column!r} ({g.reason})" if g.column else f"{role}: none"
+        for role, g in found.events.items()
+        if role in ("user", "item")
+    )
+    return (
+        f"could not tell the {roles} column from the names of the columns "
+        f"({_names(inspection.columns)}); the best guess from the content is {guessed}. "
+        f"{how}"
+    )
 
 
 # --------------------------------------------------------------------------- loading
@@ -637,13 +575,18 @@ def _time_sql(kind: str, column: str) -> str:
     )
 
 
-def _resolve_events(inspection: Inspection, mapping: EventMapping) -> dict[str, str | None]:
-    columns = {role: inspection.resolve(getattr(mapping, role), role) for role in EVENT_ROLES}
+def refuse_single_column(inspection: Inspection) -> None:
+    """A behaviour log needs two columns at least: say so, and what to try."""
     if len(inspection.columns) == 1:
         raise IngestError(
             f"the file has only one column ({inspection.columns[0]!r}); a behaviour log needs "
             "a user and an item column: set the delimiter if it has several"
         )
+
+
+def _resolve_events(inspection: Inspection, mapping: EventMapping) -> dict[str, str | None]:
+    columns = {role: inspection.resolve(getattr(mapping, role), role) for role in EVENT_ROLES}
+    refuse_single_column(inspection)
     for role in ("user", "item"):
         if not columns[role]:
             raise IngestError(
@@ -688,7 +631,10 @@ def ingest(
         mapping: column roles; None = :func:`suggest_mapping`.
         read: reader options for the log.
         items_path: optional item file (id, title, categories, text).
-        item_mapping: its column roles; None = :func:`suggest_item_mapping`.
+        item_mapping: its column roles; None = :func:`suggest_item_mapping`. Without an
+            item file, the log's own columns that hold item details (title, categories,
+            text: see :func:`log_item_mapping`): each item gets the most frequent value
+            of each; its ``item`` is the log's item column.
         items_read: reader options for the item file.
         cleaning: k-core and repeat collapsing.
         replace_existing: replace a dataset of the same name instead of refusing.
@@ -716,8 +662,17 @@ def ingest(
     )
     say(0.02, "sniffing the file")
     events = inspect(store, events_path, read, display_name=names[0])
-    mapping = mapping or suggest_mapping(events)
+    if mapping is None:
+        refuse_single_column(events)
+        found = suggest(events)
+        if events.has_header and not found.confident:
+            raise IngestError(
+                unsure_message(events, found, "Name the user and item columns in the mapping.")
+            )
+        mapping = EventMapping(**{role: found.column(role) for role in EVENT_ROLES})
     columns = _resolve_events(events, mapping)
+    if items_path is None and item_mapping is not None:
+        item_mapping = replace(item_mapping, item=columns["item"])
     items = None
     if items_path is not None:
         items = inspect(store, items_path, items_read, display_name=names[-1])
@@ -828,6 +783,7 @@ def _load(
                 f"parsed (first at line {rejects[0][0]}: {_short(rejects[0][2])}); "
                 "check the delimiter and the header option"
             )
+        floats = store.normalise_float_ids(cur, "stage_read", ["user_id", "item_id"])
         say(0.45, "checking ids and times")
         invalid = store.reject_invalid_events(
             cur, has_time_column=bool(time_col), first_line=2 if events.has_header else 1
@@ -869,27 +825,69 @@ def _load(
         )
         item_report: dict[str, Any] = {}
         item_columns: dict[str, str | None] = {}
-        if items is not None and item_mapping is not None:
-            say(0.7, "reading items")
+        from_log = items is None and item_mapping is not None
+        details = events if from_log else items
+        if details is not None and item_mapping is not None:
+            say(0.7, "reading item details" if from_log else "reading items")
+            where = "item" if from_log else "item-file"
             item_columns = {
-                role: items.resolve(getattr(item_mapping, role), f"item-file {role}")
+                role: details.resolve(getattr(item_mapping, role), f"{where} {role}")
                 for role in ITEM_ROLES
             }
             if not item_columns["item"]:
                 raise IngestError("choose the item id column of the item file")
+            if from_log and not any(item_columns[r] for r in LOG_ITEM_ROLES):
+                raise IngestError("choose at least one column of item details in the log")
+            if from_log and set(item_columns.values()) & (
+                set(columns.values()) - {columns["item"]}
+            ):
+                raise IngestError(
+                    "a column of the log cannot be both an event column and an item detail"
+                )
             cat = item_columns["categories"]
-            is_list = bool(cat) and items.types.get(cat, "").endswith("[]")
+            is_list = bool(cat) and details.types.get(cat, "").endswith("[]")
             text_item_cols = tuple(c for c in (item_columns["item"], item_columns["title"]) if c)
-            item_source = replace(items.source, varchar_columns=text_item_cols)
+            item_source = replace(details.source, varchar_columns=text_item_cols)
             try:
                 item_report = store.stage_items(
-                    cur, item_source, item_columns, item_mapping.category_sep, is_list
+                    cur,
+                    item_source,
+                    item_columns,
+                    item_mapping.category_sep,
+                    is_list,
+                    per_item=from_log,
                 )
             except duckdb.Error as exc:
-                raise _explain(exc, names[-1]) from None
-            if fallback[1] and item_report["invalid_encoding_rows"]:
-                raise _NotUtf8("items")
+                raise _explain(exc, names[0] if from_log else names[-1]) from None
+            if fallback[1 if not from_log else 0] and item_report["invalid_encoding_rows"]:
+                raise _NotUtf8("items" if not from_log else "events")
+            item_floats = store.normalise_float_ids(cur, "stage_items", ["item_id"])
+            if item_floats and not from_log:
+                floats["item-file item_id"] = item_floats["item_id"]
+            if from_log:
+                store.keep_staged_items_of_events(cur)
+                item_report["from_log"] = True
+                item_report["items"] = store.staged_item_count(cur)
         notes = list(events.notes)
+        for column, count in floats.items():
+            where = (
+                f"the item file's ids ({item_columns['item']!r})"
+                if column.startswith("item-file")
+                else f"the {column[:-3]} ids ({columns[column[:-3]]!r})"
+            )
+            notes.append(
+                f"{where} are whole numbers written as decimals (like 17850.0): {count:,} "
+                "were read without the .0"
+            )
+        if from_log and item_report:
+            shown = ", ".join(
+                f"{role} = {item_columns[role]!r}" for role in LOG_ITEM_ROLES if item_columns[role]
+            )
+            notes.append(
+                f"item details taken from the log ({shown}): one row per item, the most "
+                f"frequent value of each; {item_report.get('varied_items', 0):,} items had "
+                "differing values"
+            )
         n_bad_values, bad_value = staged["bad_values"]
         if n_bad_values:
             notes.append(
@@ -913,13 +911,17 @@ def _load(
         }
         saved_mapping = {
             "events": {**columns, "min_value": mapping.min_value},
-            "items": {**item_columns, "category_sep": item_mapping.category_sep}
+            "items": {
+                **item_columns,
+                "category_sep": item_mapping.category_sep,
+                "from_log": from_log,
+            }
             if item_columns
             else None,
             "cleaning": asdict(cleaning),
         }
         info = store.commit_dataset(
-            cur, name, names, saved_mapping, report, items is not None, replace_existing
+            cur, name, names, saved_mapping, report, bool(item_columns), replace_existing
         )
         if planted is not None:
             store.save_planted(cur, info.dataset_id, planted)

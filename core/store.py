@@ -28,6 +28,7 @@ and :meth:`Store.migrate` applies the rest inside one transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -426,6 +427,30 @@ class Store:
         preview = cur.execute(f"SELECT * FROM {rel_sql} LIMIT {int(limit)}", params).df()
         return preview, [f"{r[0]}:{r[1]}" for r in described]
 
+    def sample_text(self, source: SourceSpec, limit: int) -> pd.DataFrame:
+        """The first ``limit`` rows of a source with every value as text (None when empty).
+
+        What the column-mapping suggestions read: values as written in the file, so ids
+        keep their leading zeros and a float-written id shows its ``.0``.
+        """
+        rel_sql, params = dataclasses.replace(
+            source, all_varchar=True, varchar_columns=()
+        ).reader_sql(lenient=True)
+        if source.kind == "parquet":
+            described = self.cursor().execute(f"DESCRIBE SELECT * FROM {rel_sql}", params)
+            names = [row[0] for row in described.fetchall()]
+            select = ", ".join(
+                f"CAST({quote_ident(n)} AS VARCHAR) AS {quote_ident(n)}" for n in names
+            )
+        else:
+            select = "*"
+        frame = (
+            self.cursor()
+            .execute(f"SELECT {select or '*'} FROM {rel_sql} LIMIT {int(limit)}", params)
+            .df()
+        )
+        return frame.astype(object).where(frame.notna(), None)
+
     def sniff_dialect(self, source: SourceSpec) -> tuple[bool, str]:
         """(has header, delimiter) of a CSV source as DuckDB's sniffer sees it."""
         sql, params = source.reader_sql(sniff=True)
@@ -601,6 +626,45 @@ class Store:
             if n == 0:
                 return dropped
 
+    def normalise_float_ids(
+        self, cur: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str]
+    ) -> dict[str, int]:
+        """Ids written as floats (``17850.0``) become integers (``17850``) in a staged table.
+
+        Only a column whose every id is an integer, written with or without a ``.0``
+        (as pandas writes an integer column with missing values), is changed; text ids,
+        leading zeros included, stay as they are. Returns column -> ids changed.
+
+        Args:
+            table: ``stage_read`` or ``stage_items`` (a staging table of this module).
+            columns: its id columns.
+        """
+        if table not in ("stage_read", "stage_items"):
+            raise ValueError(f"not a staging table: {table}")
+        changed: dict[str, int] = {}
+        for column in columns:
+            ident = quote_ident(column)
+            dotted, other = cur.execute(
+                rf"""SELECT count(*) FILTER (WHERE contains({ident}, '.')),
+                           count(*) FILTER (WHERE contains({ident}, '.')
+                                            AND NOT regexp_full_match({ident}, '-?[0-9]+\.0+'))
+                    FROM {table}"""
+            ).fetchall()[0]
+            if not dotted or other:
+                continue
+            # Every dotted id is integral; the rest must be plain integers too.
+            if cur.execute(
+                f"""SELECT count(*) FROM {table} WHERE NOT contains({ident}, '.')
+                    AND NOT regexp_full_match({ident}, '-?[0-9]+')"""
+            ).fetchall()[0][0]:
+                continue
+            cur.execute(
+                rf"UPDATE {table} SET {ident} = regexp_replace({ident}, '\.0+$', '') "
+                f"WHERE contains({ident}, '.')"
+            )
+            changed[column] = int(dotted)
+        return changed
+
     def stage_items(
         self,
         cur: duckdb.DuckDBPyConnection,
@@ -608,8 +672,14 @@ class Store:
         columns: dict[str, str | None],
         category_sep: str | None,
         list_categories: bool,
+        per_item: bool = False,
     ) -> dict[str, int]:
-        """Read an item file into the temporary table ``stage_items`` (first row per item id).
+        """Read item details into the temporary table ``stage_items``, one row per item id.
+
+        From an item file the first row of each id is kept. With ``per_item`` the source
+        is the behaviour log itself, whose item details repeat on every event: each item
+        gets the most frequent value of each column, and ``varied_items`` counts the items
+        whose rows did not all agree.
 
         Returns counts: rows read, unparseable lines (of which ``invalid_encoding_rows``
         were not valid in the file's encoding), rows without an id, duplicate ids.
@@ -635,20 +705,38 @@ class Store:
             params = {**params, "category_sep": sep_param}
         cur.execute("DROP TABLE IF EXISTS stage_items")
         _clear_rejects(cur)
-        cur.execute(
-            f"""CREATE TEMP TABLE stage_items AS
-                SELECT row_number() OVER () AS row_no, nullif(trim({col("item")}), '') AS item_id,
-                       {col("title")} AS title, {cats_sql} AS categories, {col("text")} AS text
-                FROM {rel_sql}""",
-            params,
-        )
-        total = cur.execute("SELECT count(*) FROM stage_items").fetchall()[0][0]
-        missing = _count_deleted(cur, "DELETE FROM stage_items WHERE item_id IS NULL")
-        dupes = _count_deleted(
-            cur,
-            """DELETE FROM stage_items WHERE row_no NOT IN (
-                   SELECT min(row_no) FROM stage_items GROUP BY item_id)""",
-        )
+        rows = f"""SELECT row_number() OVER () AS row_no,
+                          nullif(trim({col("item")}), '') AS item_id, {col("title")} AS title,
+                          {cats_sql} AS categories, {col("text")} AS text
+                   FROM {rel_sql}"""
+        varied = 0
+        if per_item:
+            cur.execute(
+                f"""CREATE TEMP TABLE stage_items AS
+                    SELECT min(row_no) AS row_no, item_id, mode(title) AS title,
+                           mode(categories) AS categories, mode(text) AS text,
+                           count(*) AS n_rows,
+                           count(DISTINCT title) > 1 OR count(DISTINCT categories) > 1
+                               OR count(DISTINCT text) > 1 AS varied
+                    FROM ({rows}) GROUP BY item_id""",
+                params,
+            )
+            total, varied = cur.execute(
+                "SELECT sum(n_rows), count(*) FILTER (WHERE varied) FROM stage_items"
+            ).fetchall()[0]
+            cur.execute("ALTER TABLE stage_items DROP COLUMN n_rows")
+            cur.execute("ALTER TABLE stage_items DROP COLUMN varied")
+            missing = _count_deleted(cur, "DELETE FROM stage_items WHERE item_id IS NULL")
+            dupes = 0
+        else:
+            cur.execute(f"CREATE TEMP TABLE stage_items AS {rows}", params)
+            total = cur.execute("SELECT count(*) FROM stage_items").fetchall()[0][0]
+            missing = _count_deleted(cur, "DELETE FROM stage_items WHERE item_id IS NULL")
+            dupes = _count_deleted(
+                cur,
+                """DELETE FROM stage_items WHERE row_no NOT IN (
+                       SELECT min(row_no) FROM stage_items GROUP BY item_id)""",
+            )
         unparseable = bad_encoding = 0
         if source.kind == "csv":
             unparseable, bad_encoding = cur.execute(
@@ -656,13 +744,28 @@ class Store:
                           count(DISTINCT line) FILTER (WHERE error_type = 'INVALID ENCODING')
                    FROM reclens_reject_errors"""
             ).fetchall()[0]
-        return {
-            "item_rows_read": int(total),
+        report = {
+            "item_rows_read": int(total or 0),
             "unparseable_rows": int(unparseable),
             "invalid_encoding_rows": int(bad_encoding),
             "missing_item_id": missing,
             "duplicate_items": dupes,
         }
+        if per_item:
+            report["varied_items"] = int(varied or 0)
+        return report
+
+    def keep_staged_items_of_events(self, cur: duckdb.DuckDBPyConnection) -> int:
+        """Drop staged item details of items no staged event has (cleaned away); count them."""
+        return _count_deleted(
+            cur,
+            """DELETE FROM stage_items
+               WHERE item_id NOT IN (SELECT DISTINCT item_id FROM stage_events)""",
+        )
+
+    def staged_item_count(self, cur: duckdb.DuckDBPyConnection) -> int:
+        """Item rows currently staged."""
+        return int(cur.execute("SELECT count(*) FROM stage_items").fetchall()[0][0])
 
     def staged_count(self, cur: duckdb.DuckDBPyConnection) -> int:
         """Events currently staged (after :meth:`drop_duplicate_events`)."""
@@ -1279,11 +1382,12 @@ class SourceSpec:
     varchar_columns: tuple[str, ...] = ()
     all_varchar: bool = False
 
-    def reader_sql(self, sniff: bool = False) -> tuple[str, dict[str, Any]]:
+    def reader_sql(self, sniff: bool = False, lenient: bool = False) -> tuple[str, dict[str, Any]]:
         """SQL of the table function and its named parameters (values, never spliced).
 
         Args:
             sniff (bool): the ``sniff_csv`` call for the same options instead.
+            lenient (bool): skip bad lines silently instead of storing them (for samples).
         """
         if self.kind == "parquet":
             return "read_parquet($path)", {"path": self.path}
@@ -1293,9 +1397,9 @@ class SourceSpec:
             "encoding": self.encoding,
             "compression": self.compression,
         }
-        if sniff:
-            # read_csv below stores bad lines instead of failing; let the sniffer skip
-            # them too, or one ragged line makes it choose another dialect.
+        if sniff or lenient:
+            # read_csv below stores bad lines instead of failing; let the sniffer (and a
+            # sample) skip them too, or one ragged line makes it choose another dialect.
             options.append("ignore_errors = true")
         else:
             options += [

@@ -827,8 +827,9 @@ def test_suggest_mapping_from_common_names(
     header: str, expected: tuple, store: Store, write
 ) -> None:
     sep = ";" if ";" in header else ","
-    n = header.count(sep) + 1
-    row = sep.join(["u1", "p1", "1700000000", "view", "4"][:n])
+    value = {"user": "u1", "item": "p1", "time": "1700000000", "type": "view", "value": "4"}
+    roles = dict(zip(expected, ("user", "item", "time", "type", "value"), strict=True))
+    row = sep.join(value[roles[name]] for name in header.split(sep))
     insp = inspect(store, write("s.csv", f"{header}\n{row}\n{row}\n"))
     m = suggest_mapping(insp)
     assert (m.user, m.item, m.time, m.type, m.value) == expected
