@@ -267,7 +267,15 @@ def _complete_mapping(inspection, found, args, roles):
     from core.ingest import EventMapping
 
     given = {r: c for r, c in roles.items() if c}
-    fields = _merge({r: found.column(r) for r in roles}, given, inspection.resolve)
+    suggested = {r: found.column(r) for r in roles}
+    if not args.items:  # item details named in the log are not event columns
+        details = {
+            inspection.resolve(spec, "item detail")
+            for spec in (args.title_col, args.category_col, args.text_col)
+            if spec
+        }
+        suggested = {r: None if c in details else c for r, c in suggested.items()}
+    fields = _merge(suggested, given, inspection.resolve)
     return EventMapping(**fields, min_value=args.min_value)
 
 

@@ -575,6 +575,17 @@ def _time_sql(kind: str, column: str) -> str:
     )
 
 
+def _detail_columns(inspection: Inspection, item_mapping: ItemMapping | None) -> set[str]:
+    """The log's columns that an item mapping takes as item details."""
+    if item_mapping is None:
+        return set()
+    return {
+        inspection.resolve(spec, f"item {role}")
+        for role in LOG_ITEM_ROLES
+        if (spec := getattr(item_mapping, role))
+    }
+
+
 def refuse_single_column(inspection: Inspection) -> None:
     """A behaviour log needs two columns at least: say so, and what to try."""
     if len(inspection.columns) == 1:
@@ -669,7 +680,14 @@ def ingest(
             raise IngestError(
                 unsure_message(events, found, "Name the user and item columns in the mapping.")
             )
-        mapping = EventMapping(**{role: found.column(role) for role in EVENT_ROLES})
+        details = _detail_columns(events, item_mapping) if items_path is None else set()
+        suggested = {role: found.column(role) for role in EVENT_ROLES}
+        mapping = EventMapping(
+            **{
+                role: None if role not in ("user", "item") and column in details else column
+                for role, column in suggested.items()
+            }
+        )
     columns = _resolve_events(events, mapping)
     if items_path is None and item_mapping is not None:
         item_mapping = replace(item_mapping, item=columns["item"])
@@ -838,9 +856,8 @@ def _load(
                 raise IngestError("choose the item id column of the item file")
             if from_log and not any(item_columns[r] for r in LOG_ITEM_ROLES):
                 raise IngestError("choose at least one column of item details in the log")
-            if from_log and set(item_columns.values()) & (
-                set(columns.values()) - {columns["item"]}
-            ):
+            details_used = {c for r, c in item_columns.items() if c and r != "item"}
+            if from_log and details_used & {c for c in columns.values() if c}:
                 raise IngestError(
                     "a column of the log cannot be both an event column and an item detail"
                 )
@@ -973,6 +990,25 @@ def preview_mapping(
     text_cols = tuple(c for role in ("user", "item", "type") if (c := columns[role]))
     source = replace(inspection.source, varchar_columns=text_cols)
     try:
-        return store.preview_events(source, columns, time_expr, limit)
+        frame = store.preview_events(source, columns, time_expr, limit)
     except duckdb.Error as exc:
         raise _explain(exc, Path(source.path).name) from None
+    sample = inspection.sample
+    for role in ("user", "item"):
+        # as the load will: ids the sample shows as whole numbers written "17850.0"
+        if (
+            sample is not None
+            and columns[role] in sample
+            and _floats_of_ints(sample[columns[role]])
+        ):
+            frame[f"{role}_id"] = frame[f"{role}_id"].str.replace(r"\.0+$", "", regex=True)
+    return frame
+
+
+def _floats_of_ints(values: pd.Series) -> bool:
+    """Whether text ids are whole numbers some of which are written as decimals (17850.0)."""
+    text = values.dropna().astype(str).str.strip()
+    text = text[text != ""]
+    return bool(len(text)) and bool(
+        text.str.fullmatch(r"-?\d+(\.0+)?").all() and text.str.contains(".", regex=False).any()
+    )

@@ -452,6 +452,27 @@ def _by_name_and_content(
             take(role, Guess(col, "name matches", True))
             break
 
+    # A session (order) column named like a user that nests in a customer column: the
+    # customer is the user, the session a key of theirs.
+    if "user" in chosen and _is_key_name(chosen["user"].column):
+        key = chosen["user"].column
+        owner = next(
+            (
+                c
+                for c in columns
+                if c not in taken
+                and _has_word(c, "user")
+                and not _is_key_name(c)
+                and profiles[c].id_like
+                and 2 <= profiles[c].distinct < profiles[key].distinct
+                and rel.determines(key, c)
+            ),
+            None,
+        )
+        if owner:
+            taken.discard(key)
+            take("user", Guess(owner, f"the name says user and {key!r} nests in it", True))
+
     # 2. Names that contain a role's word ("Customer No", "InvoiceDate"), content agreeing.
     for role in ("user", "item", "time"):
         if role in chosen:

@@ -23,10 +23,11 @@ from core.ingest import (
     ingest,
     inspect,
     preview_mapping,
+    suggest,
     suggest_item_mapping,
-    suggest_mapping,
 )
 from core.store import StoreError, slugify
+from core.suggest import LOG_ITEM_ROLES, Guess
 from pages.common import (
     PENDING_DATASET,
     active_dataset,
@@ -115,11 +116,28 @@ def _describe(inspection: Inspection) -> str:
     )
 
 
-def _role_picker(label: str, columns: list[str], suggested: str | None, key: str) -> str | None:
+def _role_picker(
+    label: str, columns: list[str], suggested: str | None, key: str, guess: Guess | None = None
+) -> str | None:
+    """A column picker preset to the suggestion; with a ``guess``, its reason below it."""
     options = [NONE, *columns]
     index = options.index(suggested) if suggested in options else 0
     choice = st.selectbox(label, options, index=index, key=key)
-    return None if choice == NONE else choice
+    chosen = None if choice == NONE else choice
+    if guess is not None:
+        st.caption(_reason(guess, chosen))
+    return chosen
+
+
+def _reason(guess: Guess, chosen: str | None) -> str:
+    """Why a picker shows what it shows: a name match, a guess from the content, your pick."""
+    if chosen != guess.column:
+        return "Your choice."
+    if guess.column is None:
+        return md_escape(guess.reason[:1].upper() + guess.reason[1:] + ".") if guess.reason else ""
+    if guess.confident:
+        return ":material/check: " + md_escape(guess.reason[:1].upper() + guess.reason[1:]) + "."
+    return "**Guess**, " + md_escape(guess.reason) + ": check it."
 
 
 def _show_report(summary: dict) -> None:
@@ -179,14 +197,17 @@ def upload_section() -> None:
         st.warning(md_escape(note))
 
     st.subheader("2. Map columns", divider="gray")
-    suggestion = suggest_mapping(events)
+    found = suggest(events)
     cols = st.columns(len(EVENT_ROLES))
     chosen = {}
     for col, role in zip(cols, EVENT_ROLES, strict=True):
         with col:
+            guess = found.events[role]
             chosen[role] = _role_picker(
-                ROLE_LABELS[role], events.columns, getattr(suggestion, role), f"map_{role}"
+                ROLE_LABELS[role], events.columns, guess.column, f"map_{role}", guess
             )
+    for note in found.notes:
+        st.caption(":material/info: " + md_escape(note) + ".")
     min_value = None
     if chosen["value"]:
         filt = st.columns([1, 1, 2])
@@ -199,7 +220,9 @@ def upload_section() -> None:
     mapping = EventMapping(**chosen, min_value=min_value)
 
     item_mapping = None
-    if items is not None:
+    if items is None:
+        item_mapping = _log_items_section(events.columns, chosen, found.items)
+    else:
         st.caption("Item file: " + _describe(items))
         st.dataframe(items.preview.head(5), hide_index=True)
         isugg = suggest_item_mapping(items)
@@ -212,6 +235,12 @@ def upload_section() -> None:
                 )
         sep = icols[-1].text_input("Category separator", value="|", max_chars=3, key="cat_sep")
         item_mapping = ItemMapping(**ichosen, category_sep=sep or "|")
+        if found.items:
+            st.caption(
+                "The log also holds item details ("
+                + ", ".join(md_escape(g.column) for g in found.items.values())
+                + "); the item file is used instead."
+            )
 
     st.subheader("3. Check the mapped rows", divider="gray")
     try:
@@ -290,6 +319,41 @@ def upload_section() -> None:
     st.session_state[PENDING_DATASET] = result.dataset.name
     st.cache_data.clear()
     st.rerun()
+
+
+def _log_items_section(
+    columns: list[str], chosen: dict[str, str | None], found: dict[str, Guess]
+) -> ItemMapping | None:
+    """Item details carried by the log itself (a title on every row), as the item catalogue."""
+    spare = [c for c in columns if c not in chosen.values()]
+    if not spare or not chosen["item"]:
+        return None
+    st.markdown("**Item details in the log**")
+    use = st.checkbox(
+        "Take item details from the log as the item catalogue",
+        value=bool(found),
+        key="use_log_items",
+        help="For logs that repeat the title, category or description on every event. "
+        "Each item gets the most frequent value of each column; the cleaning report says "
+        "how many items had differing values.",
+    )
+    if not found:
+        st.caption("No column of the log has one value per item; pick some yourself if you like.")
+    if not use:
+        return None
+    cols = st.columns(len(LOG_ITEM_ROLES) + 1)
+    picked = {}
+    for col, role in zip(cols, LOG_ITEM_ROLES, strict=False):
+        with col:
+            guess = found.get(role, Guess(None))
+            picked[role] = _role_picker(
+                ITEM_ROLE_LABELS[role], spare, guess.column, f"lmap_{role}", guess
+            )
+    sep = cols[-1].text_input("Category separator", value="|", max_chars=3, key="log_cat_sep")
+    if not any(picked.values()):
+        st.caption("Choose at least one column, or untick the box.")
+        return None
+    return ItemMapping(**picked, category_sep=sep or "|")
 
 
 # --------------------------------------------------------------------------- overview
