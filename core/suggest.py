@@ -517,7 +517,7 @@ def _by_name_and_content(
             else Guess(None, "no column reads as times: events keep file order"),
         )
     if "type" not in chosen:
-        take("type", _content_type(columns, profiles, rel, taken, user, item))
+        take("type", _content_type(columns, profiles, rel, taken, user, item, notes))
     if "value" not in chosen:
         take("value", _content_value(columns, profiles, rel, taken, item))
     return {role: chosen[role] for role in EVENT_ROLES}, notes
@@ -653,13 +653,18 @@ def _content_type(
     taken: set[str],
     user: str | None,
     item: str | None,
+    notes: list[str],
 ) -> Guess:
     for col in columns:
         p = profiles[col]
         if col in taken or not _type_ok(p) or p.distinct < 2:
             continue
         if user and _user_attribute(col, user, profiles, rel):
-            continue  # constant per user: a user attribute
+            notes.append(
+                f"{col!r} is the same on every row of a {user}: a user attribute, "
+                "not an event type"
+            )
+            continue
         if item and profiles[item].distinct > 1 and rel.determines(item, col):
             continue  # constant per item: an item detail
         return Guess(col, f"guessed from content: {p.distinct} distinct labels")

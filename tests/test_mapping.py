@@ -91,6 +91,7 @@ def test_retail_export_user_by_name_item_by_content_invoice_is_a_key(store: Stor
     # neither the free-text description nor the per-customer country is an event type
     assert ev["type"].column is None
     assert any("'InvoiceNo': every value belongs to a single CustomerID" in n for n in found.notes)
+    assert any("'Country' is the same on every row of a CustomerID" in n for n in found.notes)
     # the description is constant per product: an item detail, offered for the catalogue
     assert found.items["text"].column == "Description"
     assert "UnitPrice" not in {g.column for g in found.items.values()}
