@@ -642,27 +642,27 @@ class Store:
         if table not in ("stage_read", "stage_items"):
             raise ValueError(f"not a staging table: {table}")
         changed: dict[str, int] = {}
-        for column in columns:
-            ident = quote_ident(column)
-            dotted, other = cur.execute(
-                rf"""SELECT count(*) FILTER (WHERE contains({ident}, '.')),
-                           count(*) FILTER (WHERE contains({ident}, '.')
-                                            AND NOT regexp_full_match({ident}, '-?[0-9]+\.0+'))
-                    FROM {table}"""
-            ).fetchall()[0]
-            if not dotted or other:
+        idents = [quote_ident(c) for c in columns]
+        # One cheap scan for a dot in any id; the pattern checks run only where one is.
+        dotted = cur.execute(
+            "SELECT "
+            + ", ".join(f"count(*) FILTER (WHERE contains({i}, '.'))" for i in idents)
+            + f" FROM {table}"
+        ).fetchall()[0]
+        for column, ident, n_dotted in zip(columns, idents, dotted, strict=True):
+            if not n_dotted:
                 continue
-            # Every dotted id is integral; the rest must be plain integers too.
-            if cur.execute(
-                f"""SELECT count(*) FROM {table} WHERE NOT contains({ident}, '.')
-                    AND NOT regexp_full_match({ident}, '-?[0-9]+')"""
-            ).fetchall()[0][0]:
+            not_integral = cur.execute(
+                rf"""SELECT count(*) FROM {table}
+                     WHERE NOT regexp_full_match({ident}, '-?[0-9]+(\.0+)?')"""
+            ).fetchall()[0][0]
+            if not_integral:
                 continue
             cur.execute(
                 rf"UPDATE {table} SET {ident} = regexp_replace({ident}, '\.0+$', '') "
                 f"WHERE contains({ident}, '.')"
             )
-            changed[column] = int(dotted)
+            changed[column] = int(n_dotted)
         return changed
 
     def stage_items(
