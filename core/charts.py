@@ -69,6 +69,9 @@ def popularity_long_tail(frame: pd.DataFrame, gini: float) -> go.Figure:
         return _empty(title, "No items yet.")
     fig = px.line(frame, x="rank", y="events", title=title, log_x=True, log_y=True)
     fig.update_traces(line_color=ACCENT)
+    # ticks at powers of ten only (Plotly's in-between "2", "5" read as stray numbers)
+    fig.update_xaxes(dtick=1)
+    fig.update_yaxes(dtick=1)
     fig.update_layout(
         xaxis_title="item popularity rank (log)", yaxis_title="events per item (log)", **_LAYOUT
     )
@@ -490,32 +493,43 @@ def explanation_bars(
 
 
 def history_timeline(frame: pd.DataFrame) -> go.Figure:
-    """A user's events in order: ``pos``, ``title``/``item_id``, ``category``, ``event_type``.
+    """A user's events in order: ``pos``, ``title``/``item_id``, ``category``, ``event_type``
+    (``time`` too when every event has one; else the x axis is the event number).
 
-    The y axis is the item's first category (or "no category"); colour is the event type.
+    The y axis is the item's first category (or "no category"); when no event's item has
+    a category, the item itself (its title, else its id). Colour is the event type.
     """
     title = "History timeline"
     if frame.empty:
         return _empty(title, "No events for this user.")
     data = frame.copy()
-    data["category"] = data["category"].fillna("").replace("", "(no category)")
-    data["event_type"] = data["event_type"].fillna("event").astype(str)
-    data["label"] = data["title"].fillna(data["item_id"]).astype(str)
+    category = data["category"] if "category" in data else pd.Series("", index=data.index)
+    category = category.fillna("").astype(str)
+    data["event_type"] = (
+        data["event_type"].fillna("event").astype(str) if "event_type" in data else "event"
+    )
+    titles = data["title"] if "title" in data else pd.Series(None, index=data.index, dtype=object)
+    titles = titles.where(titles.notna() & (titles.astype(str) != ""), None)
+    data["label"] = titles.fillna(data["item_id"]).astype(str)
+    by_item = not (category != "").any()
+    data["row"] = data["label"] if by_item else category.replace("", "(no category)")
     use_time = "time" in data and data["time"].notna().all()
     fig = px.scatter(
         data,
         x="time" if use_time else "pos",
-        y="category",
+        y="row",
         color="event_type",
         hover_name="label",
-        hover_data={"item_id": True, "pos": True},
-        title=title,
+        hover_data={"item_id": True, "pos": True, "row": False},
+        title=title + (" (no categories: one row per item)" if by_item else ""),
     )
     fig.update_traces(marker=dict(size=9, opacity=0.8))
+    rows = data["row"].nunique()
     fig.update_layout(
         xaxis_title="time" if use_time else "event number",
-        yaxis_title="item category",
+        yaxis_title="item" if by_item else "item category",
         legend_title_text="event type",
-        **{**_LAYOUT, "height": max(300, 28 * data["category"].nunique() + 140)},
+        showlegend=data["event_type"].nunique() > 1 or "event" not in set(data["event_type"]),
+        **{**_LAYOUT, "height": min(900, max(300, 28 * rows + 140))},
     )
     return fig

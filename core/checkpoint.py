@@ -230,6 +230,16 @@ def stale_warning(training: dict[str, Any], fingerprint: str | None) -> str | No
     return None
 
 
+def read_training(folder: str | Path) -> dict[str, Any] | None:
+    """A model directory's ``training.json`` alone (cheap: no weights), or None when it
+    is missing or unreadable (:func:`load_model` says why)."""
+    try:
+        training = _read_json(Path(folder) / "training.json")
+    except CheckpointError:
+        return None
+    return training if isinstance(training, dict) else None
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())

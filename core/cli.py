@@ -458,13 +458,14 @@ def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--k must be positive")
     if args.user is None and args.history is None:
         raise UsageError("give --user USER_ID, or --history ITEM,ITEM,... (or both)")
-    from core.jobs import resolve_model
-    from core.recommend import encode_history, recommend
+    from core.jobs import model_dataset, resolve_model
+    from core.recommend import because_of, encode_history, recommend
+    from core.tables import category_list, text_or_empty
 
     saved = resolve_model(store, args.model)
     for warning in saved.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    dataset = store.get_dataset(saved.dataset)
+    dataset = model_dataset(store, saved)
     if args.history is not None:  # what-if: this history instead of the stored one
         history = [i.strip() for i in args.history.split(",") if i.strip()]
     else:
@@ -479,24 +480,29 @@ def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         from core.recommend import explain
 
         explanations = explain(saved, history, list(top["item_id"]))
+
+    def title(item_id: str) -> str | None:
+        if item_id not in details.index:
+            return None
+        return text_or_empty(details.at[item_id, "title"]) or None
+
+    reasons = because_of(explanations, list(top["item_id"]), n=3) if args.explain else []
     items = []
-    for row in top.itertuples(index=False):
+    for n, row in enumerate(top.itertuples(index=False)):
         item = {"item_id": row.item_id, "score": float(row.score)}
         if row.item_id in details.index:
-            item["title"] = details.at[row.item_id, "title"]
-            cats = details.at[row.item_id, "categories"]
-            item["categories"] = list(cats) if cats is not None else []
+            item["title"] = title(row.item_id)
+            item["categories"] = category_list(details.at[row.item_id, "categories"])
         if args.explain:
             item["explanation"] = [
                 {
                     "item_id": e.history_item,
-                    "title": details.at[e.history_item, "title"]
-                    if e.history_item in details.index
-                    else None,
+                    "title": title(e.history_item),
                     "contribution": float(e.contribution),
                 }
                 for e in explanations[row.item_id].itertuples(index=False)
             ]
+            item["because_of"] = reasons[n]
         items.append(item)
     result = {"user": args.user, "model": saved.name, "items": items}
     if args.history is not None:
@@ -652,8 +658,9 @@ def _print_human(command: str, result: Any) -> None:
             print(
                 f"{rank:>3}. {item['item_id']:<16} {item['score']:.4f}  {item.get('title') or ''}"
             )
-            for part in item.get("explanation", [])[:3]:
-                print(f"       {part['contribution']:+.4f}  because of {part['item_id']}")
+            parts = {p["item_id"]: p for p in item.get("explanation", [])}
+            for reason in item.get("because_of", []):
+                print(f"       {parts[reason]['contribution']:+.4f}  because of {reason}")
         return
     for key, value in result.items():
         if key != "report":

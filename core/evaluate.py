@@ -1132,7 +1132,7 @@ def run(
             items no longer match its dataset, or a split that cannot be made.
     """
     from core.baselines import EASE_MAX_ITEMS, fit_baselines, sasrec_config
-    from core.jobs import dataset_sequences, resolve_model
+    from core.jobs import dataset_sequences, model_dataset, resolve_model
 
     config = config or EvalConfig()
     say = progress or (lambda f, m: None)
@@ -1146,7 +1146,7 @@ def run(
             f"({', '.join(sorted(map(str, datasets)))}); evaluate them separately"
         )
     dataset = datasets.pop()
-    info = store.get_dataset(dataset)
+    info = model_dataset(store, saved[0]) if saved else store.get_dataset(dataset)
     say(0.0, "reading the sequences")
     seqs = dataset_sequences(store, dataset)
     warnings = [w for s in saved for w in s.warnings]

@@ -35,9 +35,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.checkpoint import CheckpointError, SavedModel, load_model, save_model, stale_warning
+from core.checkpoint import (
+    CheckpointError,
+    SavedModel,
+    load_model,
+    read_training,
+    save_model,
+    stale_warning,
+)
 from core.sequences import Sequences, load_sequences
-from core.store import ModelInfo, Store, StoreError, validate_dataset_name
+from core.store import DatasetInfo, ModelInfo, Store, StoreError, validate_dataset_name
 from core.text import item_text_vectors
 from core.train import (
     ProgressCallback,
@@ -133,8 +140,18 @@ def training_record(
 
 
 def resolve_model(store: Store, name_or_dir: str) -> SavedModel:
-    """Load a registered model by name, or a model directory by path."""
+    """Load a registered model by name, or a model directory by path.
+
+    A model trained on an earlier version of its dataset (re-ingested since) loads with
+    a warning in ``warnings``.
+
+    Raises:
+        StoreError: no such model, or a registered one whose dataset was deleted.
+        CheckpointError: a directory that is not a loadable model.
+    """
     registered = store.find_model(name_or_dir)
+    if registered is None and store.orphaned_model_path(name_or_dir) is not None:
+        raise StoreError(lost_model_message(store, name_or_dir))
     path = Path(registered.path) if registered else Path(name_or_dir)
     if not registered and not path.is_dir():
         known = ", ".join(m.name for m in store.list_models()) or "none yet"
@@ -147,6 +164,48 @@ def resolve_model(store: Store, name_or_dir: str) -> SavedModel:
     if warning:
         saved.warnings.append(warning)
     return saved
+
+
+def model_dataset(store: Store, saved: SavedModel) -> DatasetInfo:
+    """The dataset a loaded model was trained on, or a StoreError saying it is gone."""
+    info = store.find_dataset(saved.dataset)
+    if info is None:
+        raise StoreError(
+            f"model {saved.name!r} was trained on dataset {saved.dataset!r}, which is not in "
+            "this database (deleted, or never loaded here); load that dataset again or train "
+            "a new model"
+        )
+    return info
+
+
+def lost_model_message(store: Store, name: str) -> str:
+    """Why a model name that was registered cannot be used any more, in one sentence."""
+    path = store.orphaned_model_path(name)
+    if path is None:
+        return f"model {name!r} is not registered in this database"
+    training = read_training(path) or {}
+    dataset = training.get("dataset")
+    if not dataset:
+        return f"model {name!r} can no longer be used: its dataset was deleted"
+    again = (
+        f" (the dataset {dataset!r} here now was loaded afresh after that)"
+        if store.find_dataset(dataset)
+        else ""
+    )
+    return (
+        f"model {name!r} can no longer be used: its dataset {dataset!r} was deleted{again}; "
+        "train a new model"
+    )
+
+
+def model_warning(store: Store, model: ModelInfo) -> str | None:
+    """What is wrong with a registered model without loading it, in one sentence:
+    trained on an earlier version of its dataset, or its directory is gone; else None."""
+    training = read_training(model.path)
+    if training is None:
+        return f"the directory of model '{model.name}' ({model.path}) is missing or unreadable"
+    dataset = store.find_dataset(model.dataset)
+    return stale_warning(training, dataset.fingerprint if dataset else None)
 
 
 # --------------------------------------------------------------------------- background runs
@@ -369,13 +428,16 @@ def list_runs(store: Store) -> list[RunStatus]:
 
 
 def collect_run(store: Store, status: RunStatus) -> ModelInfo | None:
-    """Register a finished run's model (once); None while it is not finished."""
+    """Register a finished run's model (once); None while it is not finished, or when
+    its dataset was deleted while it trained."""
     if not status.result or status.result.get("interrupted"):
         return None
     name = status.job["name"]
     existing = store.find_model(name)
     if existing and existing.path == status.job["out"]:
         return existing
+    if store.find_dataset(status.job["dataset"]) is None:
+        return None  # its dataset was deleted while it trained: nothing to register it on
     return store.register_model(
         name,
         status.job["dataset"],

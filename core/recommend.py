@@ -31,7 +31,8 @@ import torch
 
 from core.checkpoint import SavedModel
 from core.sequences import Sequences
-from core.store import Store, StoreError
+from core.store import Store
+from core.tables import category_list, text_or_empty
 
 ProgressFn = Callable[[float, str], None]
 
@@ -138,6 +139,25 @@ class Catalog:
     def has_categories(self) -> bool:
         return any(self.categories)
 
+    @property
+    def has_titles(self) -> bool:
+        return any(bool(t) for t in self.titles)
+
+    def popular_items(self, query: str = "", limit: int = 100) -> list[str]:
+        """Item ids by popularity (most training events first), those whose id or title
+        contains ``query`` (case-insensitive) when given; at most ``limit``."""
+        ranked = np.flatnonzero(self.pop_rank > 0)
+        ranked = ranked[np.argsort(self.pop_rank[ranked], kind="stable")]
+        q = query.strip().lower()
+        out: list[str] = []
+        for i in ranked:
+            if q and q not in str(self.item_ids[i]).lower() and q not in self.titles[i].lower():
+                continue
+            out.append(str(self.item_ids[i]))
+            if len(out) >= limit:
+                break
+        return out
+
     def category_names(self, level: str = "all") -> list[str]:
         """Categories in use, sorted; ``level`` "main" keeps each item's first category only."""
         names: set[str] = set()
@@ -211,15 +231,10 @@ class ModelData:
 
 def load_model_data(store: Store, saved: SavedModel) -> ModelData:
     """Histories, catalogue and cache owner of a model's dataset (which must be in ``store``)."""
-    from core.jobs import dataset_sequences
+    from core.jobs import dataset_sequences, model_dataset
     from core.train import leave_one_out
 
-    info = store.find_dataset(saved.dataset)
-    if info is None:
-        raise StoreError(
-            f"model {saved.name!r} was trained on dataset {saved.dataset!r}, "
-            "which is not in this database"
-        )
+    info = model_dataset(store, saved)
     seqs = dataset_sequences(store, info.name)
     index = item_index(saved)
     remap = np.asarray([index.get(i, 0) for i in seqs.item_ids], dtype=np.int32)
@@ -240,8 +255,8 @@ def load_model_data(store: Store, saved: SavedModel) -> ModelData:
         i = index.get(item_id)
         if i is None:
             continue
-        titles[i] = title if isinstance(title, str) else ""
-        categories[i] = [str(c) for c in cats] if cats is not None else []
+        titles[i] = text_or_empty(title)
+        categories[i] = category_list(cats)
     counts = np.bincount(leave_one_out(histories).train.items, minlength=n + 1).astype(np.int64)
     counts[0] = counts[n] = 0
     order = np.lexsort((np.arange(n + 1), -counts))
@@ -269,14 +284,18 @@ def _ranked(
     exclude_seen: bool,
     allowed: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    probs = probs.clone()
+    """The top ``k`` of the items that may be recommended: never padding or mask, nor
+    seen items when excluded, nor items outside ``allowed``. Fewer than ``k`` (maybe
+    none) when fewer are left, e.g. a user who has seen the whole catalogue."""
+    available = torch.ones(len(probs), dtype=torch.bool)
+    available[0] = available[-1] = False
     if exclude_seen and len(seen):
-        probs[torch.as_tensor(seen)] = 0.0
+        available[torch.as_tensor(seen, dtype=torch.long)] = False
     if allowed is not None:
-        probs = probs.masked_fill(~allowed, 0.0)
-    candidates = int((probs > 0).sum()) if allowed is not None else len(probs) - 2
-    k = max(1, min(int(k), max(1, candidates)))
-    return torch.topk(probs, k)
+        available &= allowed
+    k = min(max(1, int(k)), int(available.sum()))
+    scores, top = torch.topk(probs.masked_fill(~available, -1.0), k)
+    return scores, top
 
 
 def recommend(
@@ -318,9 +337,26 @@ def recommend(
     if catalog is not None:
         extra = catalog.describe(top_np).drop(columns="item_id")
         frame = pd.concat([frame, extra], axis=1)
-    if category is not None:
-        frame = frame[frame["score"] > 0].reset_index(drop=True)
     return frame
+
+
+def because_of(explanations: dict[str, pd.DataFrame], item_ids: Sequence[str], n: int = 1):
+    """For each recommended item, the history items that pushed it up most (strongest
+    first, at most ``n``; only positive contributions: removing them lowers the score).
+
+    ``explanations`` is what :func:`explain` returns; an item without one, or that no
+    history item pushed up, gets an empty list. What the Recommendations page's
+    "because of" column and the CLI's ``recommend --explain`` show.
+    """
+    out: list[list[str]] = []
+    for item in item_ids:
+        frame = explanations.get(item)
+        if frame is None or frame.empty:
+            out.append([])
+            continue
+        up = frame[frame["contribution"] > 0]
+        out.append([str(h) for h in up["history_item"].head(n)])
+    return out
 
 
 def most_popular(
@@ -402,7 +438,7 @@ def baseline_list(
         names, matrix = data.catalog.category_matrix()
         if category in names:
             scores[matrix[:, names.index(category)] == 0] = float("-inf")
-    k = max(1, min(int(k), int(torch.isfinite(scores).sum())))
+    k = min(max(1, int(k)), int(torch.isfinite(scores).sum()))  # none left: an empty list
     values, top = torch.topk(scores, k)
     frame = data.catalog.describe(top.numpy())
     frame.insert(0, "rank", np.arange(1, k + 1))
@@ -505,6 +541,8 @@ def top_k_all(
     Returns:
         (user numbers (n,), item indices (n, k), scores (n, k) softmax probabilities,
         head states (n, hidden) when ``keep_states`` else None), rows in user order.
+        A user with fewer than ``k`` items left to recommend (seen items excluded) has
+        item 0 and score 0 in the remaining places.
     """
     saved, hist = data.saved, data.histories
     n = hist.n_users
@@ -527,6 +565,8 @@ def top_k_all(
             cols = hist.items[np.repeat(hist.offsets[users], lens) + within]
             logits[torch.from_numpy(rows), torch.from_numpy(cols.astype(np.int64))] = float("-inf")
         top_logits, top = torch.topk(logits, k, dim=-1)
+        # a user with fewer than k unseen items: the rest of the row is empty (item 0)
+        top = top.masked_fill(torch.isinf(top_logits), 0)
         items[users] = top.numpy()
         scores[users] = torch.exp(top_logits - lse).numpy()
         if states_out is not None:
@@ -538,15 +578,17 @@ def top_k_all(
 
 
 def top_k_table(data: ModelData, k: int = 20, exclude_seen: bool = True, **kw) -> pa.Table:
-    """Every user's top-``k`` as an Arrow table: user_id, rank, item_id, score."""
+    """Every user's top-``k`` as an Arrow table: user_id, rank, item_id, score (a user
+    with fewer than ``k`` unseen items has fewer rows)."""
     users, items, scores, _ = top_k_all(data, k, exclude_seen, **kw)
     k = items.shape[1]
+    keep = items.reshape(-1) > 0
     return pa.table(
         {
-            "user_id": pa.array(np.repeat(data.histories.user_ids[users], k), pa.string()),
-            "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), len(users))),
-            "item_id": pa.array(data.saved.item_ids[items.reshape(-1)], pa.string()),
-            "score": pa.array(scores.reshape(-1)),
+            "user_id": pa.array(np.repeat(data.histories.user_ids[users], k)[keep], pa.string()),
+            "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), len(users))[keep]),
+            "item_id": pa.array(data.saved.item_ids[items.reshape(-1)[keep]], pa.string()),
+            "score": pa.array(scores.reshape(-1)[keep]),
         }
     )
 

@@ -781,7 +781,11 @@ class Store:
         with_items: bool,
         replace: bool,
     ) -> DatasetInfo:
-        """Move the staged events (and items) into a new catalogue entry called ``name``."""
+        """Move the staged events (and items) into a new catalogue entry called ``name``.
+
+        Replacing a dataset keeps its models registered, now on the new version: loading
+        one then warns that it was trained on an earlier version of the data.
+        """
         existing = cur.execute("SELECT dataset_id FROM datasets WHERE name = ?", [name]).fetchall()
         if existing:
             if not replace:
@@ -790,6 +794,11 @@ class Store:
                 )
             self._delete_dataset_rows(cur, existing[0][0])
         dataset_id = cur.execute("SELECT nextval('dataset_ids')").fetchall()[0][0]
+        if existing:
+            cur.execute(
+                "UPDATE models SET dataset_id = ? WHERE dataset_id = ?",
+                [dataset_id, existing[0][0]],
+            )
         cur.execute(
             """INSERT INTO events
                SELECT ?, user_id, item_id, ts,
@@ -1152,6 +1161,20 @@ class Store:
     def find_model(self, name: str) -> ModelInfo | None:
         """The registered model called ``name``, or None."""
         return next((m for m in self.list_models() if m.name == name), None)
+
+    def orphaned_model_path(self, name: str) -> str | None:
+        """The directory of a model registered as ``name`` whose dataset was deleted
+        (such models are left out of :meth:`list_models`), or None."""
+        rows = (
+            self.cursor()
+            .execute(
+                """SELECT path FROM models m WHERE name = ? AND NOT EXISTS (
+                       SELECT 1 FROM datasets d WHERE d.dataset_id = m.dataset_id)""",
+                [name],
+            )
+            .fetchall()
+        )
+        return rows[0][0] if rows else None
 
     def get_model(self, name: str) -> ModelInfo:
         """The registered model called ``name``; a clear error when there is none."""
