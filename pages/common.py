@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from core.demo import load_demo
-from core.jobs import start_run
+from core.jobs import lost_model_message, start_run
 from core.store import DatasetInfo, Store, open_store
 from core.train import TrainConfig
 
@@ -80,12 +80,14 @@ def _sidebar_picker(label: str, names: list[str], active: str, pending: str, hel
     wanted = st.session_state.pop(pending, None)
     if wanted in names:
         st.session_state[active] = wanted
+        st.session_state.pop(LOST_MODEL, None)  # a new choice (a trained or loaded model)
     if st.session_state.get(active) not in names:
         st.session_state[active] = names[0]
     widget = f"{active}_picker"
 
     def remember() -> None:
         st.session_state[active] = st.session_state[widget]
+        st.session_state.pop(LOST_MODEL, None)  # a choice of the user's: the notice is read
 
     st.session_state[widget] = st.session_state[active]
     st.sidebar.selectbox(label, names, key=widget, on_change=remember, help=help)
@@ -109,12 +111,22 @@ def dataset_picker() -> None:
 
 ACTIVE_MODEL = "active_model"
 PENDING_MODEL = "pending_model"
+# Why the model this session was using disappeared (its dataset was deleted), shown in
+# the sidebar until the user picks a dataset or model.
+LOST_MODEL = "lost_model_notice"
 
 
 def model_picker() -> None:
     """Sidebar selector of the active model among those trained on the active dataset."""
     info = active_dataset()
-    names = [m.name for m in get_store().list_models(info.name)] if info else []
+    store = get_store()
+    names = [m.name for m in store.list_models(info.name)] if info else []
+    previous = st.session_state.get(ACTIVE_MODEL)
+    if previous and previous not in names and store.orphaned_model_path(previous):
+        st.session_state[LOST_MODEL] = lost_model_message(store, previous)
+    notice = st.session_state.get(LOST_MODEL)
+    if notice:
+        st.sidebar.warning(md_escape(notice[:1].upper() + notice[1:]) + ".")
     if not names:
         st.sidebar.selectbox(
             "Model", ["no models yet"], disabled=True, help="Train one on the Train page."

@@ -28,6 +28,7 @@ from core.ingest import (
 )
 from core.store import StoreError, slugify
 from core.suggest import LOG_ITEM_ROLES, Guess
+from core.tables import drop_empty_columns, with_main_category
 from pages.common import (
     PENDING_DATASET,
     active_dataset,
@@ -390,7 +391,11 @@ def overview_section() -> None:
 
     did, fp = info.dataset_id, info.fingerprint
     left, right = st.columns(2)
-    left.plotly_chart(charts.events_over_time(cached_frame("events_over_time", did, fp)))
+    over_time = cached_frame("events_over_time", did, fp)
+    if over_time.empty:
+        left.info("No events over time: this dataset has no timestamps (events are in file order).")
+    else:
+        left.plotly_chart(charts.events_over_time(over_time))
     right.plotly_chart(charts.events_per_user(cached_frame("events_per_user", did, fp)))
     left, right = st.columns(2)
     left.plotly_chart(
@@ -398,8 +403,16 @@ def overview_section() -> None:
             cached_frame("item_popularity", did, fp), stats["popularity_gini"]
         )
     )
-    right.plotly_chart(charts.event_type_mix(cached_frame("event_type_mix", did, fp)))
-    st.plotly_chart(charts.top_categories(cached_frame("top_categories", did, fp)))
+    types = cached_frame("event_type_mix", did, fp)
+    if types.empty or list(types["event_type"]) == ["(none)"]:
+        right.info("No event types: no event type column was mapped.")
+    else:
+        right.plotly_chart(charts.event_type_mix(types))
+    top_categories = cached_frame("top_categories", did, fp)
+    if top_categories.empty:
+        st.info("No categories: upload an item file with a categories column to see the top ones.")
+    else:
+        st.plotly_chart(charts.top_categories(top_categories))
 
     st.subheader("One user's events")
     pick, typed = st.columns(2)
@@ -412,7 +425,8 @@ def overview_section() -> None:
     if frame.empty:
         st.warning(f"No events for user {md_escape(user)!s} in {info.name}.")
     else:
-        st.dataframe(frame, hide_index=True)
+        events = with_main_category(frame).drop(columns=["category"])
+        st.dataframe(drop_empty_columns(events), hide_index=True)
 
 
 # --------------------------------------------------------------------------- manage
@@ -438,12 +452,17 @@ def manage_section() -> None:
     target = cols[0].selectbox("Dataset to delete", [r["name"] for r in rows], key="drop_name")
     sure = cols[1].checkbox(f"Yes, delete '{target}' and its events", key="drop_confirm")
     if cols[2].button("Delete", disabled=not sure, key="drop_button"):
+        models = [m.name for m in get_store().list_models(target)]
         try:
             get_store().drop_dataset(target)
         except StoreError as exc:
             st.error(md_escape(str(exc)))
             return
-        st.session_state["last_drop"] = target
+        st.session_state["last_drop"] = target + (
+            f"; its model{'s' if len(models) > 1 else ''} {', '.join(models)} can no longer be used"
+            if models
+            else ""
+        )
         st.cache_data.clear()
         st.rerun()
 
@@ -454,7 +473,7 @@ st.title("Data")
 if "last_ingest" in st.session_state:
     _show_report(st.session_state.pop("last_ingest"))
 if "last_drop" in st.session_state:
-    st.success(f"Deleted {st.session_state.pop('last_drop')}.")
+    st.success(md_escape(f"Deleted {st.session_state.pop('last_drop')}."))
 overview, upload, manage = st.tabs(["Overview", "Upload", "Datasets"])
 with overview:
     overview_section()

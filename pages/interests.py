@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import charts, interests
+from core.tables import drop_empty_columns, with_main_category
 from pages.common import fmt_int, get_store, md_escape, require_dataset
 from pages.insights import (
     SELECTED_USER,
@@ -105,15 +106,17 @@ with right:
 history = data.history_ids(user)
 row = points[points["user_id"] == user]
 seg = int(row["segment"].iloc[0]) if len(row) else None
+has_categories = data.catalog.has_categories
 st.subheader(f"User {md_escape(user)}")
-m = st.columns(4)
+m = st.columns(4 if has_categories else 3)
 m[0].metric("Events", fmt_int(len(history)))
 m[1].metric("Distinct items", fmt_int(len(set(history))))
 m[2].metric("Segment", "—" if seg is None else str(seg))
-m[3].metric(
-    "Dominant category",
-    str(row["dominant"].iloc[0]) if len(row) and row["dominant"].iloc[0] else "—",
-)
+if has_categories:
+    m[3].metric(
+        "Dominant category",
+        str(row["dominant"].iloc[0]) if len(row) and row["dominant"].iloc[0] else "—",
+    )
 
 # --------------------------------------------------------------------------- planted (demo)
 truth = planted(name, created)
@@ -139,36 +142,62 @@ if not truth.empty:
             )
 
 # --------------------------------------------------------------------------- the user
-events = get_store().user_events(data.dataset_id, user, limit=500)
-if not events.empty:
-    events["category"] = [c[0] if c is not None and len(c) else "" for c in events["categories"]]
-st.plotly_chart(charts.history_timeline(events), key="interests_timeline")
-with st.expander("The events"):
-    shown = events.drop(columns=["categories"], errors="ignore")
-    st.dataframe(shown, hide_index=True)
+events = with_main_category(get_store().user_events(data.dataset_id, user, limit=500))
+if events.empty:
+    st.info("This user has no events in the dataset any more (it changed since training).")
+else:
+    st.plotly_chart(charts.history_timeline(events), key="interests_timeline")
+    with st.expander("The events"):
+        st.dataframe(drop_empty_columns(events.drop(columns=["category"])), hide_index=True)
 
-a, b = st.columns(2)
-with a:
-    aff = interests.affinity_frame(data, history, level)
-    st.plotly_chart(charts.category_affinity(aff), key="interests_affinity")
+if has_categories:
+    a, b = st.columns(2)
+    with a:
+        aff = interests.affinity_frame(data, history, level)
+        st.plotly_chart(charts.category_affinity(aff), key="interests_affinity")
+else:
+    st.info(
+        "No category affinity: the items of this dataset have no categories "
+        "(upload an item file with a categories column to see it)."
+    )
+    b = st.container()  # the drift takes the whole width
 with b:
-    drift = interests.drift(data, history, level)
-    st.plotly_chart(charts.interest_drift(drift.steps, drift.affinity), key="interests_drift")
-    shifts = drift.steps[drift.steps["is_shift"]]
-    if len(shifts):
-        st.caption(
-            "Shifts: "
-            + "; ".join(
-                f"step {int(s.step)} → {md_escape(s.dominant)}" for s in shifts.itertuples()
-            )
-            + f". A shift is where the dominant category changes and then holds for "
-            f"{interests.SHIFT_PERSIST}+ steps."
+    if len(history) < 2:
+        st.info(
+            "No interest drift to show: the model knows "
+            + ("only one event" if history else "no event")
+            + " of this user."
         )
     else:
-        st.caption(
-            "No shift: the dominant category never changed for "
-            f"{interests.SHIFT_PERSIST}+ steps in a row."
-        )
+        drift = interests.drift(data, history, level)
+        st.plotly_chart(charts.interest_drift(drift.steps, drift.affinity), key="interests_drift")
+        shifts = drift.steps[drift.steps["is_shift"]]
+        if len(shifts) and has_categories:
+            st.caption(
+                "Shifts: "
+                + "; ".join(
+                    f"step {int(s.step)} → {md_escape(s.dominant)}" for s in shifts.itertuples()
+                )
+                + f". A shift is where the dominant category changes and then holds for "
+                f"{interests.SHIFT_PERSIST}+ steps."
+            )
+        elif len(shifts):
+            st.caption(
+                "Shifts at steps "
+                + ", ".join(str(int(s)) for s in shifts["step"])
+                + ": without categories, a shift is a step that changed the interest vector "
+                "far more than this user's other steps did."
+            )
+        elif has_categories:
+            st.caption(
+                "No shift: the dominant category never changed for "
+                f"{interests.SHIFT_PERSIST}+ steps in a row."
+            )
+        else:
+            st.caption(
+                "No shift: no step changed the interest vector far more than this user's "
+                "other steps did (without categories, that is what a shift is)."
+            )
 
 n1, n2 = st.columns(2)
 vector = vectors.matrix[data.user_number(user)]
@@ -177,18 +206,21 @@ with n1:
     st.dataframe(interests.similar_users(vectors, vector, 10, exclude=user), hide_index=True)
 with n2:
     st.markdown("**Most aligned items** (cosine with the item's embedding)")
-    st.dataframe(interests.aligned_items(data, vector, 10), hide_index=True)
+    st.dataframe(drop_empty_columns(interests.aligned_items(data, vector, 10)), hide_index=True)
 
 # --------------------------------------------------------------------------- segments
 st.subheader("Segments")
 st.caption(
     f"{fmt_int(len(points))} users in {len(umap_.segments)} k-means segments of their "
-    "(normalised) interest vectors; top categories by mean affinity, top items by the "
-    "segment's mean vector."
+    "(normalised) interest vectors; "
+    + ("top categories by mean affinity, " if has_categories else "")
+    + "top items by the segment's mean vector."
 )
 st.dataframe(
-    umap_.segments.assign(share=lambda f: (f["share"] * 100).round(1)).rename(
-        columns={"share": "share (%)"}
+    drop_empty_columns(
+        umap_.segments.assign(share=lambda f: (f["share"] * 100).round(1)).rename(
+            columns={"share": "share (%)"}
+        )
     ),
     hide_index=True,
 )

@@ -12,6 +12,7 @@ from core import charts
 from core import evaluate as ev
 from core.baselines import BASELINES, DESCRIPTIONS, FAST_BASELINES
 from core.checkpoint import CheckpointError
+from core.jobs import model_warning
 from core.store import StoreError
 from pages.common import ACTIVE_MODEL, fmt_int, get_store, md_escape, require_dataset
 
@@ -22,7 +23,8 @@ METRICS = {"NDCG": "ndcg", "HR": "hr", "Recall": "recall", "Precision": "precisi
 def run_section(info) -> None:
     """Pick models, baselines and the protocol; run an evaluation with progress."""
     store = get_store()
-    names = [m.name for m in store.list_models(info.name)]
+    registered = {m.name: m for m in store.list_models(info.name)}
+    names = list(registered)
     active = st.session_state.get(ACTIVE_MODEL)
     with st.container(border=True):
         st.subheader("Run an evaluation")
@@ -34,6 +36,14 @@ def run_section(info) -> None:
             key="eval_models",
             help="Saved models of this dataset (train more on the Train page).",
         )
+        for model in models:
+            warning = model_warning(store, registered[model])
+            if warning:
+                st.warning(
+                    md_escape(f"{model}: {warning}.")
+                    + " An evaluation needs the items it was trained on: if they changed, "
+                    "train it again."
+                )
         baselines = cols[1].multiselect(
             "Baselines",
             list(BASELINES),

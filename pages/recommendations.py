@@ -10,11 +10,13 @@ from core import charts, interests
 from core.recommend import (
     SIDE_BASELINES,
     baseline_list,
+    because_of,
     explain,
     export_bytes,
     item_index,
     recommend,
 )
+from core.tables import drop_empty_columns
 from pages.common import fmt_int, md_escape, require_dataset
 from pages.insights import current_user, item_label, require_model, side_baseline, user_search
 
@@ -74,10 +76,7 @@ def ranked_with_reasons(hist: list[str]) -> tuple[pd.DataFrame, dict[str, pd.Dat
         return item_label(data, index[item])
 
     top["because of"] = [
-        label(reasons[i]["history_item"].iloc[0])
-        if i in reasons and len(reasons[i]) and reasons[i]["contribution"].iloc[0] > 0
-        else ""
-        for i in top["item_id"]
+        label(why[0]) if why else "" for why in because_of(reasons, list(top["item_id"]))
     ]
     for frame in reasons.values():
         frame["label"] = [label(h) for h in frame["history_item"]]
@@ -114,13 +113,26 @@ tab_list, tab_whatif, tab_base, tab_export = st.tabs(
     ["Top-K with explanations", "What-if", "Versus a baseline", "Export"]
 )
 
+
+def nothing_left(hist: list[str]) -> str:
+    """Why a list came out empty, in one sentence."""
+    if exclude_seen and set(hist) >= {str(i) for i in data.saved.item_ids[1:]}:
+        return (
+            "This history already holds every item the model knows, so nothing is left to "
+            "recommend: untick *Hide seen items* to rank them anyway."
+        )
+    if category is not None:
+        return f"No item of the category {md_escape(category)} is left to recommend."
+    return "No item matches these settings."
+
+
 with tab_list:
     top, reasons = ranked_with_reasons(history)
     if top.empty:
-        st.info("No item matches these settings.")
+        st.info(nothing_left(history))
     else:
         st.dataframe(
-            top[SHOWN],
+            drop_empty_columns(top[SHOWN]),
             hide_index=True,
             column_config={"score": st.column_config.NumberColumn(format="%.4f")},
         )
@@ -140,15 +152,12 @@ with tab_whatif:
     )
     left, right = st.columns([1, 1])
     with left:
-        query = st.text_input("Find an item to add", key="whatif_search", placeholder="title or id")
-        q = query.strip().lower()
-        pool = np.argsort(cat.pop_rank + (cat.pop_rank == 0) * len(cat.pop_rank))
-        pool = [int(i) for i in pool if cat.pop_rank[i] > 0]
-        if q:
-            pool = [
-                i for i in pool if q in str(cat.item_ids[i]).lower() or q in cat.titles[i].lower()
-            ]
-        options = [str(cat.item_ids[i]) for i in pool[:100]]
+        query = st.text_input(
+            "Find an item to add",
+            key="whatif_search",
+            placeholder="title or id" if cat.has_titles else "item id",
+        )
+        options = cat.popular_items(query, limit=100)
         add = st.selectbox(
             "Item",
             options,
@@ -203,11 +212,16 @@ with tab_whatif:
         before = set(recommend(data.saved, history[-window:], int(k), exclude_seen)["item_id"])
         what["new"] = ["" if i in before else "new" for i in what["item_id"]]
         st.markdown("**Recommendations for the edited history**")
-        st.dataframe(
-            what[["rank", "title", "item_id", "score", "new", "because of"]],
-            hide_index=True,
-            column_config={"score": st.column_config.NumberColumn(format="%.4f")},
-        )
+        if what.empty:
+            st.info(nothing_left(edited))
+        else:
+            st.dataframe(
+                drop_empty_columns(
+                    what[["rank", "title", "item_id", "score", "new", "because of"]]
+                ),
+                hide_index=True,
+                column_config={"score": st.column_config.NumberColumn(format="%.4f")},
+            )
         v0 = interests.history_vector(data, history[-window:])
         v1 = interests.history_vector(data, edited)
         cosine = float(v0 @ v1 / (np.linalg.norm(v0) * np.linalg.norm(v1) + 1e-12))
@@ -216,10 +230,13 @@ with tab_whatif:
             f"cosine {cosine:.3f}",
             help="1 = the edit did not move the interest at all",
         )
-        st.plotly_chart(
-            charts.category_affinity(interests.affinity_frame(data, edited, "all")),
-            key="whatif_affinity",
-        )
+        if cat.has_categories:
+            st.plotly_chart(
+                charts.category_affinity(interests.affinity_frame(data, edited, "all")),
+                key="whatif_affinity",
+            )
+        else:
+            st.caption("No category affinity to compare: the items have no categories.")
 
 # --------------------------------------------------------------------------- baseline
 with tab_base:
@@ -235,14 +252,22 @@ with tab_base:
         data, side_baseline(name, created, baseline), history, int(k), exclude_seen, category
     )
     left, right = st.columns(2)
-    with left:
-        st.markdown(f"**{md_escape(name)}** (sequence model)")
-        st.dataframe(top[["rank", "title", "item_id", "score"]], hide_index=True)
-    with right:
-        st.markdown(f"**{SIDE_BASELINES[baseline]}** (same exclusions)")
-        st.dataframe(base[["rank", "title", "item_id", "score"]], hide_index=True)
-    overlap = len(set(top["item_id"]) & set(base["item_id"]))
-    st.caption(f"{overlap} of {len(top)} items appear in both lists.")
+    for column, heading, frame in (
+        (left, f"**{md_escape(name)}** (sequence model)", top),
+        (right, f"**{SIDE_BASELINES[baseline]}** (same exclusions)", base),
+    ):
+        with column:
+            st.markdown(heading)
+            if frame.empty:
+                st.info(nothing_left(history))
+            else:
+                st.dataframe(
+                    drop_empty_columns(frame[["rank", "title", "item_id", "score"]]),
+                    hide_index=True,
+                )
+    if len(top):
+        overlap = len(set(top["item_id"]) & set(base["item_id"]))
+        st.caption(f"{overlap} of {len(top)} items appear in both lists.")
 
 # --------------------------------------------------------------------------- export
 with tab_export:

@@ -9,8 +9,17 @@ import streamlit as st
 
 from core import charts
 from core.checkpoint import CheckpointError
-from core.jobs import RunStatus, collect_run, list_runs, resolve_model, start_run, stop_run
+from core.jobs import (
+    RunStatus,
+    collect_run,
+    list_runs,
+    model_warning,
+    resolve_model,
+    start_run,
+    stop_run,
+)
 from core.store import StoreError, slugify
+from core.tables import drop_empty_columns
 from core.text import TextEncoderError
 from core.train import PRESETS, VAL_SHARE, VAL_USERS_MIN, TrainConfig
 from pages.common import PENDING_MODEL, fmt_int, get_store, md_escape, require_dataset
@@ -180,6 +189,11 @@ def _run_panel(run: RunStatus) -> None:
                 st.rerun()
         elif run.state == "failed":
             st.error(md_escape(run.error or "the run failed"))
+        elif run.state == "finished" and collect_run(get_store(), run) is None:
+            st.warning(
+                f"Finished, but its dataset {md_escape(job['dataset'])} was deleted while it "
+                f"trained, so the model is not registered (its folder: {md_escape(job['out'])})."
+            )
         elif run.state == "finished":
             model = collect_run(get_store(), run)
             metrics = run.result["metrics"]
@@ -242,18 +256,21 @@ def models_section(dataset: str) -> None:
     models = get_store().list_models()
     if models:
         st.dataframe(
-            pd.DataFrame(
-                [
-                    {
-                        "name": m.name,
-                        "dataset": m.dataset,
-                        "val NDCG@10": m.metrics.get("val_ndcg@10"),
-                        "val HR@10": m.metrics.get("val_hr@10"),
-                        "preset": m.config.get("preset"),
-                        "created": m.created,
-                    }
-                    for m in models
-                ]
+            drop_empty_columns(
+                pd.DataFrame(
+                    [
+                        {
+                            "name": m.name,
+                            "dataset": m.dataset,
+                            "val NDCG@10": m.metrics.get("val_ndcg@10"),
+                            "val HR@10": m.metrics.get("val_hr@10"),
+                            "preset": m.config.get("preset"),
+                            "created": m.created,
+                            "warning": model_warning(get_store(), m) or "",
+                        }
+                        for m in models
+                    ]
+                )
             ),
             hide_index=True,
         )
