@@ -6,6 +6,7 @@ labels its axes (with units) and says what it counts.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -69,13 +70,36 @@ def popularity_long_tail(frame: pd.DataFrame, gini: float) -> go.Figure:
         return _empty(title, "No items yet.")
     fig = px.line(frame, x="rank", y="events", title=title, log_x=True, log_y=True)
     fig.update_traces(line_color=ACCENT)
-    # ticks at powers of ten only (Plotly's in-between "2", "5" read as stray numbers)
-    fig.update_xaxes(dtick=1)
-    fig.update_yaxes(dtick=1)
+    # 1-2-5 ticks written in full (Plotly's own log ticks label 200 as a bare "2")
+    fig.update_xaxes(**_log_ticks(frame["rank"]))
+    fig.update_yaxes(**_log_ticks(frame["events"]))
     fig.update_layout(
         xaxis_title="item popularity rank (log)", yaxis_title="events per item (log)", **_LAYOUT
     )
     return fig
+
+
+def _log_ticks(values: pd.Series) -> dict:
+    """Tick values 1, 2, 5, 10, 20, 50... covering ``values`` (positive), labelled in full
+    (powers of ten only over more than four decades).
+
+    >>> _log_ticks(pd.Series([3, 180]))["ticktext"]
+    ['2', '5', '10', '20', '50', '100', '200']
+    >>> _log_ticks(pd.Series([1, 2_000_000]))["ticktext"][-2:]
+    ['100,000', '1,000,000']
+    """
+    low, high = max(float(values.min()), 1e-9), max(float(values.max()), 1.0)
+    steps = (1, 2, 5) if high / low <= 1e4 else (1,)
+    ticks = [
+        m * 10**e
+        for e in range(int(np.floor(np.log10(low))), int(np.log10(high)) + 1)
+        for m in steps
+    ]
+    below = [t for t in ticks if t <= low]
+    shown = below[-1:] + [t for t in ticks if low < t <= high]
+    above = [t for t in ticks if t > high][:1]
+    shown += above
+    return {"tickvals": shown, "ticktext": [f"{t:,}" for t in shown]}
 
 
 def event_type_mix(frame: pd.DataFrame) -> go.Figure:

@@ -1,5 +1,6 @@
 """The frame helpers of core.tables and core.recommend.because_of, on hand-made values
-(every form a missing category list takes: None, pd.NA, NaN, an empty list or array)."""
+(every form a missing category list takes: None, pd.NA, NaN, an empty list or array);
+the docstring examples of core.tables and core.charts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import tables
+from core import charts, tables
 from core.recommend import because_of
 from core.tables import (
     category_list,
@@ -24,8 +25,9 @@ from core.tables import (
 MISSING = [None, pd.NA, float("nan"), np.nan, pd.NaT, [], np.array([], dtype=object), ()]
 
 
-def test_the_docstring_examples() -> None:
-    result = doctest.testmod(tables)
+@pytest.mark.parametrize("module", [tables, charts], ids=lambda m: m.__name__)
+def test_the_docstring_examples(module) -> None:
+    result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
 
 
