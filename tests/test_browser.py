@@ -100,6 +100,18 @@ def upload_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return events, items
 
 
+@pytest.fixture(scope="module")
+def ids_only_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A behaviour log without an item file: ids and a time only, columns named as an
+    export might name them."""
+    demo = generate_demo(n_users=120, n_items=60, seed=5)
+    log = tmp_path_factory.mktemp("ids-only") / "visits.csv"
+    demo.events[["user_id", "item_id", "timestamp"]].rename(
+        columns={"user_id": "Visitor ID", "item_id": "SKU", "timestamp": "Time"}
+    ).to_csv(log, index=False)
+    return log
+
+
 def set_fields(journey: Journey, values: dict[str, str]) -> None:
     """Type into labelled text or number inputs, one rerun each."""
     for label, value in values.items():
@@ -144,7 +156,8 @@ class Journey:
         self.settle()
 
     def settle(self, timeout: float = 60) -> None:
-        """Wait until the script has finished running (no 'Running...' indicator)."""
+        """Wait until the script has finished running (no 'Running...' indicator for a
+        second); fail the test when it is still running after ``timeout`` seconds."""
         page = self.page
         page.wait_for_selector('[data-testid="stApp"]', timeout=timeout * 1000)
         deadline = time.monotonic() + timeout
@@ -158,6 +171,7 @@ class Journey:
             elif time.monotonic() - quiet_since > 1.0:
                 return
             time.sleep(0.2)
+        pytest.fail(f"{page.url}: the app was still running after {timeout:.0f} s")
 
     def check(self, name: str) -> None:
         """Screenshot, then fail on an exception box or a console error."""
@@ -262,4 +276,51 @@ def test_main_journey_in_a_real_browser(app_url, upload_files) -> None:
         page.get_by_text("Stored evaluation").first.wait_for(timeout=300_000)
         journey.settle()
         journey.check("06-metrics")
+        browser.close()
+
+
+def test_a_log_without_an_item_file_in_a_real_browser(app_url, ids_only_log) -> None:
+    """Upload ids and times only, train a small model on the Train page, then read its
+    interests and recommendations: every page says what it cannot show, nothing breaks."""
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        journey = Journey(page, app_url)
+
+        journey.open("data")
+        page.get_by_role("tab", name="Upload").click()
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(0).set_input_files(
+            str(ids_only_log)
+        )
+        journey.settle()
+        set_fields(journey, {"Dataset name": "visits"})
+        page.get_by_role("button", name="Ingest").click()
+        page.get_by_text("Loaded").first.wait_for(timeout=120_000)
+        journey.settle()
+        page.get_by_role("tab", name="Overview").click()
+        empty = page.get_by_text("No categories: upload an item file")
+        empty.scroll_into_view_if_needed()  # the screenshot shows what is said instead
+        journey.check("10-ids-only-data")
+
+        journey.nav("Train")
+        page.get_by_text("Hyperparameters").click()
+        set_fields(journey, {"Model name": "visits-tiny", "Epochs": "2", "Hidden size": "16"})
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text("Saved model visits-tiny").wait_for(timeout=300_000)
+        journey.settle()
+        journey.check("11-ids-only-trained")
+
+        # The only model of the dataset is the active one.
+        journey.nav("Interests")
+        page.get_by_role("heading", name="User u00001").wait_for()
+        affinity = page.get_by_text("No category affinity: the items of this dataset have no")
+        affinity.scroll_into_view_if_needed()
+        assert page.get_by_text("There is no trained model").count() == 0
+        journey.check("12-ids-only-interests")
+
+        journey.nav("Recommendations")
+        page.get_by_role("heading", name="User u00001").wait_for()
+        assert page.get_by_text("There is no trained model").count() == 0
+        journey.check("13-ids-only-recommendations")
         browser.close()
