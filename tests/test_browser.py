@@ -20,7 +20,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,13 +184,23 @@ class Journey:
         assert not self.console_errors, f"{name}: console errors {self.console_errors}"
 
 
-def test_main_journey_in_a_real_browser(app_url, upload_files) -> None:
-    events, items = upload_files
+@contextmanager
+def chromium(url: str) -> Iterator[tuple[Any, Journey]]:
+    """Headless Chromium with one page on the app: (the browser, a journey on that page)."""
     with playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
-        journey = Journey(page, app_url)
+        try:
+            yield browser, Journey(page, url)
+        finally:
+            browser.close()
+
+
+def test_main_journey_in_a_real_browser(app_url, upload_files) -> None:
+    events, items = upload_files
+    with chromium(app_url) as (browser, journey):
+        page = journey.page
 
         # A page's own URL as the very first request of a fresh server (a tab restored
         # after a restart) gets the app's navigation, not one link per file of pages/.
@@ -276,17 +288,13 @@ def test_main_journey_in_a_real_browser(app_url, upload_files) -> None:
         page.get_by_text("Stored evaluation").first.wait_for(timeout=300_000)
         journey.settle()
         journey.check("06-metrics")
-        browser.close()
 
 
 def test_a_log_without_an_item_file_in_a_real_browser(app_url, ids_only_log) -> None:
     """Upload ids and times only, train a small model on the Train page, then read its
     interests and recommendations: every page says what it cannot show, nothing breaks."""
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        journey = Journey(page, app_url)
+    with chromium(app_url) as (browser, journey):
+        page = journey.page
 
         journey.open("data")
         page.get_by_role("tab", name="Upload").click()
@@ -323,4 +331,3 @@ def test_a_log_without_an_item_file_in_a_real_browser(app_url, ids_only_log) -> 
         page.get_by_role("heading", name="User u00001").wait_for()
         assert page.get_by_text("There is no trained model").count() == 0
         journey.check("13-ids-only-recommendations")
-        browser.close()
