@@ -376,6 +376,7 @@ def run_mode(
     n_windows = len(training_windows(leave_one_out(seqs).train, config.max_len))
     return {
         "loss": config.loss,
+        "precision": result.config.precision,
         "negatives": config.negatives if config.loss == "sampled" else None,
         "epochs_run": len(epochs),
         "stopped_early": result.stopped_early,
@@ -420,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"seconds per mode (default {DEFAULT_BUDGET_S:.0f}; 0 = no limit)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--precision", default="auto", help="auto, float32 or bfloat16 (training steps)"
+    )
     parser.add_argument("--patience", type=int, default=None, help="default: the preset's")
     parser.add_argument("--lr", type=float, default=None, help="default 3e-3")
     parser.add_argument("--negatives", type=int, default=None, help="sampled mode (default 2048)")
@@ -456,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             "fast",
             time_budget=budget or None,
             device=args.device,
+            precision=args.precision,
             text_encoder="none",
             patience=args.patience,
             batch=256,  # the naive reference's batch, and the recorded figures'

@@ -101,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--loss", choices=["auto", "full", "sampled"])
     tr.add_argument("--text-encoder", help="auto | none | PATH of a BERT-family model folder")
     tr.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    tr.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        help="training steps: auto = bfloat16 on CUDA and on CPUs with native bfloat16",
+    )
     tr.add_argument("--seed", type=int)
     tr.add_argument("--time-budget", type=float, help="stop after SECONDS (best epoch kept)")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -343,7 +348,7 @@ def _cmd_drop(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     from core.jobs import train_dataset
-    from core.train import TrainConfig
+    from core.train import TrainConfig, pick_device
 
     try:
         config = TrainConfig.from_preset(
@@ -363,9 +368,11 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             loss=args.loss,
             text_encoder=args.text_encoder,
             device=args.device,
+            precision=args.precision,
             seed=args.seed,
             time_budget=args.time_budget,
         )
+        pick_device(config.device)  # --device cuda without CUDA: say so before any work
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _check_positive(

@@ -31,7 +31,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,9 @@ from torch.nn.parallel import DistributedDataParallel
 from core.checkpoint import replace_folder, restore_interrupted
 from core.model import ModelConfig, PreferenceModel, append_mask, fuse_transitions
 from core.sequences import Sequences
+from core.text import native_bfloat16
+
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 PRESETS: dict[str, dict] = {
     # Trains the demo dataset to good quality in well under a minute on 2 CPU cores.
@@ -135,6 +138,10 @@ class TrainConfig:
             types are unknown.
         causal (bool): train a left-to-right model instead (SASRec-style, the baseline of
             :mod:`core.baselines`): every position predicts the next item, no masking.
+        precision (str): ``auto`` (bfloat16 mixed precision on CUDA, and on a CPU that
+            computes bfloat16 products natively, AVX512-BF16 or AMX-BF16; float32
+            elsewhere), ``float32`` or ``bfloat16``. Training steps only: the weights,
+            the optimiser and every validation and ranking stay float32.
         transitions (bool): after training, try a transition memory (how often each item
             followed each other one in the training histories, with the Transformer's
             prediction as the prior; see :mod:`core.model`) and keep it when it raises
@@ -169,8 +176,13 @@ class TrainConfig:
     event_types: bool = False
     causal: bool = False
     transitions: bool = True
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"unknown precision {self.precision!r}: choose {', '.join(PRECISIONS)}"
+            )
         for name in ("mask_prob", "last_item_prob", "next_item_share", "dropout"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -700,9 +712,22 @@ def join_cluster(spec: str = "auto") -> tuple[Cluster, torch.device]:
     return Cluster(dist.get_rank(), dist.get_world_size()), device
 
 
-def _autocast(device: torch.device):
-    """bfloat16 mixed precision on CUDA; plain float32 on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``float32`` or ``bfloat16`` for a run's ``precision`` setting on ``device``.
+
+    ``auto`` takes bfloat16 where the hardware computes it natively (CUDA, or a CPU with
+    AVX512-BF16 or AMX-BF16: there a matrix product runs about 2.7 times faster than
+    in float32, BENCHMARKS.md "bfloat16 on the CPU"); elsewhere oneDNN would emulate it,
+    no faster than float32.
+    """
+    if precision != "auto":
+        return precision
+    return "bfloat16" if device.type == "cuda" or native_bfloat16() else "float32"
+
+
+def _autocast(device: torch.device, precision: str):
+    """The training step's mixed precision (bfloat16 products, float32 weights)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
 def _seed_everything(seed: int) -> torch.Generator:
@@ -746,6 +771,7 @@ def train(
     """
     started = time.perf_counter()
     cluster, device = join_cluster(config.device)
+    precision = resolve_precision(config.precision, device)
     stop_asked = False
 
     def say(progress: Progress) -> None:
@@ -914,7 +940,7 @@ def train(
                     batch[share].to(device),
                 )
                 types = None if types is None else types[share].to(device)
-                with _autocast(device):
+                with _autocast(device, precision):
                     loss = step_loss(
                         inputs,
                         mask,
@@ -1072,7 +1098,7 @@ def train(
     return TrainResult(
         model,
         model_config,
-        config,
+        replace(config, precision=precision),  # as run: "auto" resolved
         history,
         best_epoch,
         max(best_ndcg, 0.0),
@@ -1217,9 +1243,16 @@ def _step_loss(
         # On a CPU: the same value and gradients, a slice of the catalogue at a time.
         # The padding and mask columns, -inf in model.score, drop out of the softmax,
         # so only the real items (rows 1..n_items) are scored.
-        return _FullSoftmaxCrossEntropy.apply(
-            model.head(states), table[1:-1], model.item_bias[1:-1], labels - 1, _LOSS_CHUNK
-        )
+        low = torch.is_autocast_enabled("cpu")
+        with torch.autocast("cpu", enabled=False):  # the loss manages its own precision
+            return _FullSoftmaxCrossEntropy.apply(
+                model.head(states).float(),
+                table[1:-1].float(),
+                model.item_bias[1:-1].float(),
+                labels - 1,
+                _LOSS_CHUNK,
+                low,
+            )
     hidden = model.head(states)
     neg = torch.multinomial(sampling_q.cpu(), negatives, replacement=True, generator=generator).to(
         device
@@ -1244,37 +1277,48 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
     catalogue at a time, turning each slice into its gradients while it is still
     in the cache. One extra matrix product saves several passes over a matrix far
     larger than the caches; on 2 CPU cores the loss takes about half the time.
+
+    With ``low`` the matrix products take bfloat16 inputs (as autocast would), while
+    the log-sum-exp, the softmax and every gradient are accumulated in float32.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, chunk):  # noqa: D102
+    def forward(ctx, hidden, weight, bias, labels, chunk, low=False):  # noqa: D102
         n, vocab = hidden.shape[0], weight.shape[0]
+        h, w = (hidden.bfloat16(), weight.bfloat16()) if low else (hidden, weight)
         lse = torch.full((n,), float("-inf"), dtype=hidden.dtype, device=hidden.device)
         for lo in range(0, vocab, chunk):
-            logits = torch.addmm(bias[lo : lo + chunk], hidden, weight[lo : lo + chunk].T)
+            logits = _product(h, w[lo : lo + chunk].T).add_(bias[lo : lo + chunk])
             lse = torch.logaddexp(lse, torch.logsumexp(logits, 1))
         target = (hidden * weight[labels]).sum(1) + bias[labels]
         ctx.save_for_backward(hidden, weight, bias, labels, lse)
-        ctx.chunk = chunk
+        ctx.chunk, ctx.low = chunk, low
         return (lse - target).mean()
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
         hidden, weight, bias, labels, lse = ctx.saved_tensors
         scale = grad / hidden.shape[0]
+        low = ctx.low
+        h, w = (hidden.bfloat16(), weight.bfloat16()) if low else (hidden, weight)
         grad_hidden = torch.zeros_like(hidden)
         grad_weight = torch.empty_like(weight)
         grad_bias = torch.empty_like(bias)
         for lo in range(0, weight.shape[0], ctx.chunk):
             hi = lo + ctx.chunk
-            rows = weight[lo:hi]
             # softmax of this slice, times d(loss)/d(logit) of the mean
-            p = torch.addmm(bias[lo:hi], hidden, rows.T).sub_(lse[:, None]).exp_().mul_(scale)
-            grad_hidden.addmm_(p, rows)
-            torch.mm(p.T, hidden, out=grad_weight[lo:hi])
+            p = _product(h, w[lo:hi].T).add_(bias[lo:hi]).sub_(lse[:, None]).exp_().mul_(scale)
+            pl = p.bfloat16() if low else p
+            grad_hidden.add_(_product(pl, w[lo:hi]))
+            grad_weight[lo:hi] = _product(pl.T, h)
             torch.sum(p, 0, out=grad_bias[lo:hi])
         # minus the one-hot of the labels
         grad_hidden.sub_(weight[labels] * scale)
         grad_weight.index_add_(0, labels, hidden * -scale)
         grad_bias.index_add_(0, labels, (-scale).expand(len(labels)).contiguous())
-        return grad_hidden, grad_weight, grad_bias, None, None
+        return grad_hidden, grad_weight, grad_bias, None, None, None
+
+
+def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` as float32, whatever the inputs' precision."""
+    return torch.mm(a, b).float() if a.dtype == torch.bfloat16 else torch.mm(a, b)
