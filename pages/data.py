@@ -138,7 +138,8 @@ def _reason(guess: Guess, chosen: str | None) -> str:
         return md_escape(guess.reason[:1].upper() + guess.reason[1:] + ".") if guess.reason else ""
     if guess.confident:
         return ":material/check: " + md_escape(guess.reason[:1].upper() + guess.reason[1:]) + "."
-    return "**Guess**, " + md_escape(guess.reason) + ": check it."
+    how = guess.reason.removeprefix("guessed from content: ")
+    return "**Guess** from the content: " + md_escape(how) + ". Check it."
 
 
 def _show_report(summary: dict) -> None:

@@ -9,8 +9,6 @@ preset, and the bfloat16 setting itself.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _helpers import TINY, seqs_of
+from test_cli import cli
 
 from core.model import ModelConfig, PreferenceModel
 from core.sequences import load_sequences
@@ -33,7 +32,6 @@ from core.train import (
     train,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 N_ITEMS = 10_000  # several chunks of both the loss and the ranking
 assert N_ITEMS > 4 * max(_LOSS_CHUNK, _RANK_CHUNK) // 2
 
@@ -160,18 +158,8 @@ def test_bfloat16_and_float32_training_learn_the_same(demo_seqs) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cli_device_cuda_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
     db = tmp_path / "c.duckdb"
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "core", "--db", str(db), *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    assert cli("demo", "--users", "50").returncode == 0
-    run = cli("train", "--dataset", "demo", "--device", "cuda", "--epochs", "1")
+    assert cli("demo", "--users", "50", db=db).returncode == 0
+    run = cli("train", "--dataset", "demo", "--device", "cuda", "--epochs", "1", db=db)
     assert run.returncode == 2, run.stderr
     assert "no CUDA device is available" in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
