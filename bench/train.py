@@ -424,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--precision", default="auto", help="auto, float32 or bfloat16 (training steps)"
     )
+    parser.add_argument("--item-init", default=None, help="random or pmi (default: the preset's)")
     parser.add_argument("--patience", type=int, default=None, help="default: the preset's")
     parser.add_argument("--lr", type=float, default=None, help="default 3e-3")
     parser.add_argument("--negatives", type=int, default=None, help="sampled mode (default 2048)")
@@ -461,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             time_budget=budget or None,
             device=args.device,
             precision=args.precision,
+            item_init=args.item_init,
             text_encoder="none",
             patience=args.patience,
             batch=256,  # the naive reference's batch, and the recorded figures'

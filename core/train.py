@@ -65,6 +65,7 @@ PRESETS: dict[str, dict] = {
         patience=3,
         dropout=0.2,
         next_item_share=0.5,
+        item_init="pmi",
     ),
     # Minutes on a CPU for a mid-sized catalogue: every prefix every epoch, large
     # batches, and 8,192 sampled negatives when the catalogue is over the sampled-softmax
@@ -81,6 +82,7 @@ PRESETS: dict[str, dict] = {
         patience=3,
         dropout=0.2,
         next_item_share=1.0,
+        item_init="pmi",
         negatives=8192,
     ),
     # A bigger model for a GPU or a long run.
@@ -95,6 +97,7 @@ PRESETS: dict[str, dict] = {
         patience=8,
         dropout=0.2,
         next_item_share=1.0,
+        item_init="pmi",
     ),
 }
 
@@ -142,6 +145,9 @@ class TrainConfig:
             computes bfloat16 products natively, AVX512-BF16 or AMX-BF16; float32
             elsewhere), ``float32`` or ``bfloat16``. Training steps only: the weights,
             the optimiser and every validation and ranking stay float32.
+        item_init (str): ``random``, or ``pmi``: item embeddings start from a truncated
+            SVD of the items' positive pointwise mutual information within 3 positions
+            of each other in the training histories (:func:`pmi_item_vectors`).
         transitions (bool): after training, try a transition memory (how often each item
             followed each other one in the training histories, with the Transformer's
             prediction as the prior; see :mod:`core.model`) and keep it when it raises
@@ -177,8 +183,11 @@ class TrainConfig:
     causal: bool = False
     transitions: bool = True
     precision: str = "auto"
+    item_init: str = "random"
 
     def __post_init__(self) -> None:
+        if self.item_init not in ("random", "pmi"):
+            raise ValueError(f"unknown item init {self.item_init!r}: choose random or pmi")
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"unknown precision {self.precision!r}: choose {', '.join(PRECISIONS)}"
@@ -812,6 +821,12 @@ def train(
         # Items without training events start from their text alone (cold start).
         with torch.no_grad():
             model.item_embeddings.weight[torch.as_tensor(unseen)] = 0.0
+    if config.item_init == "pmi":
+        start = pmi_item_vectors(split.train, model_config.hidden, seed=config.seed)
+        with torch.no_grad():  # the same scale as the random start
+            table = model.item_embeddings.weight
+            start = start * (table[1:-1].std() / start[1:-1].std().clamp_min(1e-12))
+            table[1:-1] = start[1:-1].to(device)
     loss_mode = config.loss_mode(seqs.n_items)
     popularity = np.bincount(split.train.items, minlength=model_config.vocab_size).astype(
         np.float64
@@ -1113,6 +1128,46 @@ def train(
 # --------------------------------------------------------------------------- transitions
 
 TRANSITION_ALPHAS = (1.0, 10.0, 100.0)  # weights of the Transformer's prior tried on validation
+
+
+def pmi_item_vectors(train: Sequences, dim: int, window: int = 3, seed: int = 0) -> torch.Tensor:
+    """(n_items + 2, dim) item vectors from co-occurrence: what counting already knows.
+
+    Items within ``window`` positions of each other in a history co-occur; the
+    positive pointwise mutual information of the pairs is factorised by a randomised
+    truncated SVD (3 power iterations), and each item gets ``U sqrt(S)``. About 2 s on
+    Amazon Beauty (54k items). Rows 0 (padding) and n_items + 1 (mask) are zero.
+    """
+    vocab = train.n_items + 2
+    owner = np.repeat(np.arange(train.n_users), np.diff(train.offsets))
+    items = train.items.astype(np.int64)
+    firsts, seconds = [], []
+    for off in range(1, window + 1):
+        same = owner[off:] == owner[:-off]
+        a, b = items[:-off][same], items[off:][same]
+        firsts += [a, b]
+        seconds += [b, a]
+    key, count = np.unique(
+        np.concatenate(firsts) * vocab + np.concatenate(seconds), return_counts=True
+    )
+    rows, cols = key // vocab, key % vocab
+    margin = np.bincount(rows, weights=count, minlength=vocab)
+    pmi = np.log(count * count.sum() / (margin[rows] * margin[cols]))
+    keep = pmi > 0
+    matrix = torch.sparse_coo_tensor(
+        np.vstack([rows[keep], cols[keep]]),
+        torch.as_tensor(pmi[keep], dtype=torch.float32),
+        (vocab, vocab),
+    ).coalesce()
+    gen = torch.Generator().manual_seed(seed)
+    basis = torch.randn(vocab, dim + 10, generator=gen)
+    for _ in range(3):
+        basis, _ = torch.linalg.qr(torch.sparse.mm(matrix, basis))
+    small = torch.sparse.mm(matrix, basis).T  # basis^T A, A symmetric
+    u, s, _ = torch.linalg.svd(small @ small.T)
+    vectors = (basis @ u[:, :dim]) * s[:dim].sqrt().sqrt()
+    vectors[0] = vectors[-1] = 0.0
+    return vectors
 
 
 def transition_pairs(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ from core.train import (
     TrainConfig,
     _count_above,
     _FullSoftmaxCrossEntropy,
+    pmi_item_vectors,
     rank_targets,
     resolve_precision,
     train,
@@ -163,3 +164,29 @@ def test_cli_device_cuda_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
     assert run.returncode == 2, run.stderr
     assert "no CUDA device is available" in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_pmi_item_vectors_put_co_occurring_items_together() -> None:
+    """Items that follow each other in histories start near each other; padding and
+    mask rows are zero."""
+    rng = np.random.default_rng(0)
+    # 20 groups of 5 items; each history walks inside one group
+    histories = []
+    for _ in range(400):
+        group = int(rng.integers(0, 20))
+        histories.append([group * 5 + int(k) + 1 for k in rng.integers(0, 5, 8)])
+    seqs = seqs_of(histories, 100)
+    vectors = pmi_item_vectors(seqs, 16)
+    assert vectors.shape == (102, 16)
+    assert float(vectors[0].abs().sum()) == 0.0 and float(vectors[-1].abs().sum()) == 0.0
+    unit = F.normalize(vectors[1:-1], dim=1)
+    cosine = unit @ unit.T
+    same = torch.block_diag(*[torch.ones(5, 5)] * 20).bool() & ~torch.eye(100, dtype=torch.bool)
+    other = ~torch.block_diag(*[torch.ones(5, 5)] * 20).bool()
+    assert float(cosine[same].mean()) > float(cosine[other].mean()) + 0.5
+    with pytest.raises(ValueError, match="unknown item init 'svd'"):
+        TrainConfig(item_init="svd")
+
+
+def test_every_preset_starts_items_from_co_occurrence() -> None:
+    assert all(TrainConfig.from_preset(p).item_init == "pmi" for p in PRESETS)
