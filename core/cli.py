@@ -102,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--text-encoder", help="auto | none | PATH of a BERT-family model folder")
     tr.add_argument("--device", choices=["auto", "cpu", "cuda"])
     tr.add_argument(
+        "--item-init",
+        choices=["random", "pmi"],
+        help="item embeddings' start (default: the preset's, pmi = from co-occurrence)",
+    )
+    tr.add_argument(
         "--precision",
         choices=["auto", "float32", "bfloat16"],
         help="training steps: auto = bfloat16 on CUDA and on CPUs with native bfloat16",
@@ -369,6 +374,7 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             text_encoder=args.text_encoder,
             device=args.device,
             precision=args.precision,
+            item_init=args.item_init,
             seed=args.seed,
             time_budget=args.time_budget,
         )

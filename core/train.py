@@ -810,6 +810,8 @@ def train(
         seqs.n_items, 0 if text_vectors is None else int(text_vectors.shape[1]), n_types
     )
     model = PreferenceModel(model_config, text_vectors).to(device)
+    if config.item_init == "pmi":  # before DDP, which hands rank 0's start to every rank
+        _start_from_cooccurrence(model, split.train, config.seed)
     step_loss = _LossStep(model)
     if cluster.world > 1:
         step_loss = DistributedDataParallel(
@@ -822,12 +824,6 @@ def train(
         # Items without training events start from their text alone (cold start).
         with torch.no_grad():
             model.item_embeddings.weight[torch.as_tensor(unseen)] = 0.0
-    if config.item_init == "pmi":
-        start = pmi_item_vectors(split.train, model_config.hidden, seed=config.seed)
-        with torch.no_grad():  # the same scale as the random start
-            table = model.item_embeddings.weight
-            start = start * (table[1:-1].std() / start[1:-1].std().clamp_min(1e-12))
-            table[1:-1] = start[1:-1].to(device)
     loss_mode = config.loss_mode(seqs.n_items)
     popularity = np.bincount(split.train.items, minlength=model_config.vocab_size).astype(
         np.float64
@@ -1131,13 +1127,29 @@ def train(
 TRANSITION_ALPHAS = (1.0, 10.0, 100.0)  # weights of the Transformer's prior tried on validation
 
 
+def _start_from_cooccurrence(model: PreferenceModel, train: Sequences, seed: int) -> None:
+    """Item embeddings from :func:`pmi_item_vectors`, at the random start's scale; items
+    that co-occur with nothing (and every item, if nothing co-occurs) keep theirs."""
+    start = pmi_item_vectors(train, model.config.hidden, seed=seed)[1:-1]
+    known = start.abs().sum(1) > 0
+    if not known.any():
+        return
+    with torch.no_grad():
+        table = model.item_embeddings.weight
+        scale = table[1:-1][known].std() / start[known].std().clamp_min(1e-12)
+        rows = torch.arange(1, table.shape[0] - 1, device=table.device)[known.to(table.device)]
+        table[rows] = (start[known] * scale).to(table.device, table.dtype)
+
+
 def pmi_item_vectors(train: Sequences, dim: int, window: int = 3, seed: int = 0) -> torch.Tensor:
     """(n_items + 2, dim) item vectors from co-occurrence: what counting already knows.
 
     Items within ``window`` positions of each other in a history co-occur; the
     positive pointwise mutual information of the pairs is factorised by a randomised
     truncated SVD (3 power iterations), and each item gets ``U sqrt(S)``. About 2 s on
-    Amazon Beauty (54k items). Rows 0 (padding) and n_items + 1 (mask) are zero.
+    Amazon Beauty (54k items). Rows 0 (padding) and n_items + 1 (mask) are zero, as
+    are the rows of items that co-occur with nothing (all of them if nothing does);
+    a catalogue smaller than ``dim`` leaves the last columns zero.
     """
     vocab = train.n_items + 2
     owner = np.repeat(np.arange(train.n_users), np.diff(train.offsets))
@@ -1161,13 +1173,18 @@ def pmi_item_vectors(train: Sequences, dim: int, window: int = 3, seed: int = 0)
         (vocab, vocab),
         check_invariants=False,  # built from unique keys within bounds just above
     ).coalesce()
+    vectors = torch.zeros(vocab, dim)
+    if not keep.any():
+        return vectors  # nothing co-occurs
+    rank = min(dim + 10, vocab)  # a catalogue smaller than the vectors: fewer columns
     gen = torch.Generator().manual_seed(seed)
-    basis = torch.randn(vocab, dim + 10, generator=gen)
+    basis = torch.randn(vocab, rank, generator=gen)
     for _ in range(3):
         basis, _ = torch.linalg.qr(torch.sparse.mm(matrix, basis))
     small = torch.sparse.mm(matrix, basis).T  # basis^T A, A symmetric
     u, s, _ = torch.linalg.svd(small @ small.T)
-    vectors = (basis @ u[:, :dim]) * s[:dim].sqrt().sqrt()
+    width = min(dim, rank)
+    vectors[:, :width] = (basis @ u[:, :width]) * s[:width].sqrt().sqrt()
     vectors[0] = vectors[-1] = 0.0
     return vectors
 
