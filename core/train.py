@@ -1128,17 +1128,16 @@ TRANSITION_ALPHAS = (1.0, 10.0, 100.0)  # weights of the Transformer's prior tri
 
 
 def _start_from_cooccurrence(model: PreferenceModel, train: Sequences, seed: int) -> None:
-    """Item embeddings from :func:`pmi_item_vectors`, at the random start's scale; items
-    that co-occur with nothing (and every item, if nothing co-occurs) keep theirs."""
+    """Item embeddings from :func:`pmi_item_vectors`, at the random start's scale (items
+    that co-occur with nothing start at zero); a log where nothing co-occurs keeps the
+    random start."""
     start = pmi_item_vectors(train, model.config.hidden, seed=seed)[1:-1]
-    known = start.abs().sum(1) > 0
-    if not known.any():
+    if not start.abs().sum():
         return
     with torch.no_grad():
         table = model.item_embeddings.weight
-        scale = table[1:-1][known].std() / start[known].std().clamp_min(1e-12)
-        rows = torch.arange(1, table.shape[0] - 1, device=table.device)[known.to(table.device)]
-        table[rows] = (start[known] * scale).to(table.device, table.dtype)
+        scale = table[1:-1].std() / start.std().clamp_min(1e-12)
+        table[1:-1] = (start * scale).to(table.device, table.dtype)
 
 
 def pmi_item_vectors(train: Sequences, dim: int, window: int = 3, seed: int = 0) -> torch.Tensor:
@@ -1149,7 +1148,8 @@ def pmi_item_vectors(train: Sequences, dim: int, window: int = 3, seed: int = 0)
     truncated SVD (3 power iterations), and each item gets ``U sqrt(S)``. About 2 s on
     Amazon Beauty (54k items). Rows 0 (padding) and n_items + 1 (mask) are zero, as
     are the rows of items that co-occur with nothing (all of them if nothing does);
-    a catalogue smaller than ``dim`` leaves the last columns zero.
+    a catalogue smaller than ``dim + 10`` gets fewer singular vectors (the last columns
+    zero).
     """
     vocab = train.n_items + 2
     owner = np.repeat(np.arange(train.n_users), np.diff(train.offsets))
