@@ -236,6 +236,7 @@ def _cmd_ingest(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         cleaning=Cleaning(args.min_user_events, args.min_item_events, args.collapse_repeats),
         replace_existing=args.replace,
         progress=_progress_printer(args.json),
+        inspection=inspection,  # sniffed once, above
     )
     summary = result.summary()
     summary["mapping"] = {

@@ -506,18 +506,6 @@ def suggest_mapping(inspection: Inspection) -> EventMapping:
     return EventMapping(**{role: found.column(role) for role in EVENT_ROLES})
 
 
-def log_item_mapping(
-    inspection: Inspection, suggestion: Suggestion | None = None
-) -> ItemMapping | None:
-    """The item details the log itself carries (title, categories, text), or None."""
-    found = suggestion or suggest(inspection)
-    if not found.items or not found.column("item"):
-        return None
-    return ItemMapping(
-        item=found.column("item"), **{role: g.column for role, g in found.items.items()}
-    )
-
-
 def suggest_item_mapping(inspection: Inspection) -> ItemMapping:
     """Guess the item-file mapping from column names (first column as id otherwise)."""
     found: dict[str, str | None] = {}
@@ -650,6 +638,7 @@ def ingest(
     source_names: Sequence[str] | None = None,
     planted: pd.DataFrame | None = None,
     progress: ProgressFn | None = None,
+    inspection: Inspection | None = None,
 ) -> IngestResult:
     """Load a behaviour log (and optional item file) as dataset ``name``, in one transaction.
 
@@ -662,7 +651,7 @@ def ingest(
         items_path: optional item file (id, title, categories, text).
         item_mapping: its column roles; None = :func:`suggest_item_mapping`. Without an
             item file, the log's own columns that hold item details (title, categories,
-            text: see :func:`log_item_mapping`): each item gets the most frequent value
+            text: the items of :func:`suggest`): each item gets the most frequent value
             of each; its ``item`` is the log's item column.
         items_read: reader options for the item file.
         cleaning: k-core and repeat collapsing.
@@ -670,6 +659,8 @@ def ingest(
         source_names: names to record for the files (an upload's original names).
         planted: ground-truth interests of generated data (see :mod:`core.demo`).
         progress: ``progress(fraction, message)`` called between phases.
+        inspection: ``inspect(store, events_path, read)`` when the caller already has it
+            (the file is then not sniffed and sampled again).
 
     Returns:
         The new catalogue entry and the cleaning report.
@@ -690,7 +681,7 @@ def ingest(
         source_names or [Path(events_path).name] + ([Path(items_path).name] if items_path else [])
     )
     say(0.02, "sniffing the file")
-    events = inspect(store, events_path, read, display_name=names[0])
+    events = inspection or inspect(store, events_path, read, display_name=names[0])
     if mapping is None:
         refuse_single_column(events)
         found = suggest(events)
