@@ -25,7 +25,13 @@ all items, the user's own items excluded):
 Reports training (fit) seconds and evaluation seconds of each. Wall-clock figures
 depend on the machine's load: the load average is sampled at start and end.
 
-Prints one JSON object on stdout; progress goes to stderr.
+Prints one JSON object on stdout; progress goes to stderr. ``--curve PNG`` (default
+``bench/time_to_quality.png``) also draws the time-to-quality curve: BERT's validation
+NDCG@10 after each epoch against wall-clock seconds since training began, with every
+model's test NDCG@10 of this run at its training time, and the CPU points of RecBole
+and RecTools measured on this file (see BENCHMARKS.md). ``--plot-from JSON`` redraws it
+from a saved output without training. The PNG needs kaleido (requirements-dev.txt) and
+a Chromium; without them the chart is written as HTML next to it.
 """
 
 from __future__ import annotations
@@ -62,8 +68,93 @@ MEASURED_CODE = ("core/evaluate.py", "core/baselines.py", "core/train.py", "core
 PAPER = {"model": "BERT4Rec (Sun et al., CIKM 2019)", "hr@10": 0.3025, "ndcg@10": 0.1862}
 
 
+# Points measured on this file on a 2-core CPU like ours (issue 14's table): RecBole
+# 1.2.1 SASRec, test NDCG@10 0.0119 after 24 minutes; RecTools 0.19 SASRec, 30 to 40
+# minutes for its first epoch, no result yet. SASRec+ is a GPU figure (test).
+RECBOLE_CPU = {"seconds": 24 * 60, "ndcg@10": 0.0119}
+RECTOOLS_FIRST_EPOCH_S = (30 * 60, 40 * 60)
+SASREC_PLUS_GPU = 0.0327
+
+
 def r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(float(x), nd)
+
+
+def plot_curve(out: dict, path: Path) -> Path:
+    """Draw the time-to-quality chart of one run's output (see the module docstring);
+    returns the file written (``path``, or an ``.html`` beside it without kaleido)."""
+    import plotly.graph_objects as go
+
+    history = out["bert_training"].get("history") or []
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[h["elapsed_s"] for h in history],
+            y=[h["val_ndcg@10"] for h in history],
+            mode="lines+markers",
+            name=f"RecLens {out['bert_training']['preset']}: validation, by epoch",
+            line={"color": "#1f77b4"},
+        )
+    )
+    fit_s = {row["name"]: row.get("fit_seconds") for row in out["results"]}
+    fit_s["bert-alone"] = fit_s.get("bert")
+    for row in out["results"]:
+        seconds = max(float(fit_s.get(row["name"]) or 0.0), 0.1)
+        fig.add_trace(
+            go.Scatter(
+                x=[seconds],
+                y=[row["full_ndcg@10"]],
+                mode="markers+text",
+                text=[row["name"]],
+                textposition="middle right",
+                marker={"size": 10, "symbol": "diamond"},
+                name=f"{row['name']}: test",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[RECBOLE_CPU["seconds"]],
+            y=[RECBOLE_CPU["ndcg@10"]],
+            mode="markers+text",
+            text=["RecBole SASRec"],
+            textposition="bottom center",
+            marker={"size": 12, "symbol": "x", "color": "black"},
+            name="RecBole 1.2.1 SASRec, this CPU: test",
+        )
+    )
+    lo, hi = RECTOOLS_FIRST_EPOCH_S
+    fig.add_vrect(
+        x0=lo,
+        x1=hi,
+        fillcolor="grey",
+        opacity=0.2,
+        line_width=0,
+        annotation_text="RecTools SASRec:<br>first epoch ends",
+        annotation_position="top left",
+    )
+    fig.add_hline(
+        y=SASREC_PLUS_GPU,
+        line_dash="dot",
+        annotation_text="SASRec+ (GPU, test) 0.0327",
+        annotation_position="bottom right",
+    )
+    fig.update_layout(
+        title="Time to quality on Amazon Beauty, 2 CPU cores (full ranking, NDCG@10)",
+        xaxis={"title": "wall-clock seconds of training (log scale)", "type": "log"},
+        yaxis={"title": "NDCG@10", "rangemode": "tozero"},
+        width=1100,
+        height=620,
+        template="plotly_white",
+        legend={"font": {"size": 11}},
+    )
+    try:
+        fig.write_image(str(path))
+        return path
+    except Exception as exc:  # noqa: BLE001  (no kaleido or no Chromium: keep the chart)
+        html = path.with_suffix(".html")
+        fig.write_html(str(html), include_plotlyjs="cdn")
+        log(f"could not write {path.name} ({type(exc).__name__}); wrote {html.name} instead")
+        return html
 
 
 def main() -> int:
@@ -79,7 +170,14 @@ def main() -> int:
     parser.add_argument("--baselines", default="all")
     parser.add_argument("--sampled", type=int, default=100)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--curve", type=Path, default=ROOT / "bench" / "time_to_quality.png", help="PNG to draw"
+    )
+    parser.add_argument("--plot-from", type=Path, help="redraw --curve from a saved output")
     args = parser.parse_args()
+    if args.plot_from:
+        log(f"wrote {plot_curve(json.loads(args.plot_from.read_text()), args.curve)}")
+        return 0
     if not args.data.exists():
         log(f"no dataset at {args.data}: nothing to measure")
         print(json.dumps({"skipped": f"missing {args.data}"}))
@@ -179,6 +277,10 @@ def main() -> int:
             "transitions": trained.transitions,
             "loss": config.loss_mode(evaluation.settings["items"]),
             "seconds": r(trained.seconds, 1),
+            "history": [
+                {k: r(v, 1) if k in ("seconds", "elapsed_s") else v for k, v in h.items()}
+                for h in trained.history
+            ],
         },
         "results": table,
         "paper_sampled": PAPER,
@@ -194,6 +296,8 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     print(json.dumps(out, indent=2, default=str))
+    if args.curve:
+        log(f"wrote {plot_curve(out, args.curve)}")
     return 0
 
 

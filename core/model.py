@@ -316,11 +316,23 @@ def fuse_transitions(
     tensor([[0.7778, 0.1111, 0.1111],
             [0.3333, 0.3333, 0.3333]])
     """
-    out = torch.log_softmax(logits.float(), dim=-1)
+    return fuse_log_probs(torch.log_softmax(logits.float(), dim=-1), rows, cols, counts, alpha)
+
+
+def fuse_log_probs(
+    log_probs: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    counts: torch.Tensor,
+    alpha: float,
+) -> torch.Tensor:
+    """:func:`fuse_transitions` from the Transformer's log-probabilities (row-wise
+    ``log_softmax``), so several ``alpha`` can share one softmax. Returns a new tensor."""
     norm = torch.log(
-        torch.zeros(len(out), device=out.device).index_add_(0, rows, counts.float()) + alpha
+        torch.zeros(len(log_probs), device=log_probs.device).index_add_(0, rows, counts.float())
+        + alpha
     )
-    out += (math.log(alpha) - norm)[:, None]  # every item: alpha * p / (C + alpha)
+    out = log_probs + (math.log(alpha) - norm)[:, None]  # every item: alpha * p / (C + alpha)
     if len(rows):
         prior = out[rows, cols]  # log(alpha * p / (C + alpha)) at the recorded pairs
         out[rows, cols] = torch.logaddexp(torch.log(counts.float()) - norm[rows], prior)

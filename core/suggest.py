@@ -661,8 +661,7 @@ def _content_type(
             continue
         if user and _user_attribute(col, user, profiles, rel):
             notes.append(
-                f"{col!r} is the same on every row of a {user}: a user attribute, "
-                "not an event type"
+                f"{col!r} is the same on every row of a {user}: a user attribute, not an event type"
             )
             continue
         if item and profiles[item].distinct > 1 and rel.determines(item, col):
