@@ -162,6 +162,15 @@ def _mark_other_libraries(fig) -> None:
         annotation_text="RecTools SASRec:<br>its first epoch ends",
         annotation_position="top right",
     )
+    fig.add_trace(  # a legend entry for the band
+        go.Scatter(
+            x=[None],
+            y=[None],
+            mode="markers",
+            marker={"size": 12, "symbol": "square", "color": "lightgrey"},
+            name="RecTools 0.19 SASRec, this CPU: its first epoch",
+        )
+    )
     fig.add_hline(
         y=SASREC_PLUS_GPU,
         line_dash="dot",

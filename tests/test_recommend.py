@@ -86,6 +86,32 @@ def test_removing_the_top_attributed_item_hurts_most(data) -> None:
     assert checked >= 8
 
 
+def test_explanations_single_out_the_items_that_matter(data) -> None:
+    """Not flat: removing the top-attributed history item lowers the score at least 3x
+    as much as removing the median one does (either way): in the typical list, and in at
+    least 80 % of them (measured: 14 of 15 lists, median ratio about 500)."""
+    ratios = []
+    for user in ("u00001", "u00010", "u00020", "u00033", "u00050"):
+        history = data.history_ids(user)
+        top = recommend(data.saved, history, 3)
+        reasons = explain(data.saved, history, list(top["item_id"]))
+        for item in top["item_id"]:
+            frame = reasons[item]
+            if len(frame) < 3:
+                continue
+            best = frame["history_item"].iloc[0]
+            median = frame["history_item"].iloc[len(frame) // 2]
+            full = _score(data, history, item)
+            drop_best = full - _score(data, [h for h in history if h != best], item)
+            drop_median = full - _score(data, [h for h in history if h != median], item)
+            assert drop_best > 0
+            ratios.append(drop_best / max(abs(drop_median), 1e-12))
+    assert len(ratios) >= 8
+    ratios = np.array(ratios)
+    assert np.median(ratios) >= 3.0, sorted(ratios)
+    assert (ratios >= 3.0).mean() >= 0.8, sorted(ratios)
+
+
 def test_what_if_appending_items_moves_the_list_towards_them(data) -> None:
     history = data.history_ids("u00001")
     names, before = interests.category_affinity(

@@ -73,9 +73,7 @@ def test_core_keeps_a_reingested_model_with_a_warning_and_explains_a_deleted_one
         store.close()
 
 
-def test_a_run_that_finishes_after_its_dataset_was_deleted_is_not_registered(
-    db, tmp_path
-) -> None:
+def test_a_run_that_finishes_after_its_dataset_was_deleted_is_not_registered(db, tmp_path) -> None:
     from core.jobs import RunStatus, collect_run
 
     store = Store(db)
