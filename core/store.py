@@ -29,6 +29,7 @@ and :meth:`Store.migrate` applies the rest inside one transaction.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -46,6 +47,45 @@ import pandas as pd
 import pyarrow as pa
 
 DEFAULT_DB = Path("data") / "reclens.duckdb"
+
+
+def connection_settings(path: str | Path) -> dict[str, object]:
+    """DuckDB settings of every store: no extension is installed or loaded behind our
+    back (the built-in ones, parquet, json and icu, are all RecLens reads), and caps on
+    memory and spill space suited to the machine, so one huge query fails with a message
+    instead of starving the app (training shares the process) or filling the disk.
+
+    ``RECLENS_DUCKDB_MEMORY`` (default: half the machine's memory) and
+    ``RECLENS_DUCKDB_TEMP`` (default: half the free space beside the database, at most
+    100 GB) take DuckDB sizes such as ``4GB`` or ``512MiB``.
+    """
+    folder = Path(path).parent if str(path) != ":memory:" else Path(".")
+    memory, temp = _machine_caps(str(folder.resolve()))
+    return {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "memory_limit": os.environ.get("RECLENS_DUCKDB_MEMORY") or f"{memory >> 20}MiB",
+        "max_temp_directory_size": os.environ.get("RECLENS_DUCKDB_TEMP") or f"{temp >> 20}MiB",
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _machine_caps(folder: str) -> tuple[int, int]:
+    """(memory, spill) caps in bytes for stores in ``folder``, fixed once per process:
+    DuckDB refuses a second connection to an open file with other settings, and the
+    free disk space moves."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # not a POSIX machine
+        memory = 4 * 2**30
+    try:
+        stat = os.statvfs(folder)
+        temp = min(stat.f_bavail * stat.f_frsize // 2, 100 * 10**9)
+    except (OSError, AttributeError):
+        temp = 10 * 10**9
+    return max(memory, 2**30), max(temp, 2**30)
+
+
 SCHEMA_VERSION = 1
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -258,7 +298,9 @@ class Store:
                 ) from None
             _check_is_database(Path(self.path))
         try:
-            self._con = duckdb.connect(self.path, read_only=read_only)
+            self._con = duckdb.connect(
+                self.path, read_only=read_only, config=connection_settings(self.path)
+            )
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise DatabaseLockedError(
@@ -267,7 +309,10 @@ class Store:
                 ) from None
             raise StoreError(f"cannot open the database {self.path}: {exc}") from None
         except duckdb.Error as exc:
-            raise StoreError(f"cannot open the database {self.path}: {exc}") from None
+            hint = ""
+            if os.environ.get("RECLENS_DUCKDB_MEMORY") or os.environ.get("RECLENS_DUCKDB_TEMP"):
+                hint = "; check RECLENS_DUCKDB_MEMORY and RECLENS_DUCKDB_TEMP (sizes such as 4GB)"
+            raise StoreError(f"cannot open the database {self.path}: {exc}{hint}") from None
         self._local = threading.local()
         self._write_lock = threading.RLock()
         try:

@@ -354,3 +354,39 @@ def test_locked_error_type_in_process(tmp_path: Path) -> None:
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+def _setting(store: Store, name: str) -> str:
+    return store.cursor().execute("SELECT current_setting(?)", [name]).fetchone()[0]
+
+
+def test_store_caps_memory_and_spill_and_loads_no_extension_by_itself(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.delenv("RECLENS_DUCKDB_MEMORY", raising=False)
+    store = Store(tmp_path / "a.duckdb")
+    assert _setting(store, "autoload_known_extensions") is False
+    assert _setting(store, "autoinstall_known_extensions") is False
+    # a remote read does not install and load httpfs behind the analyst's back
+    with pytest.raises(duckdb.Error):
+        store.cursor().execute("SELECT * FROM read_csv('https://example.com/x.csv')").fetchall()
+    loaded = (
+        store.cursor()
+        .execute("SELECT extension_name FROM duckdb_extensions() WHERE loaded")
+        .fetchall()
+    )
+    assert ("httpfs",) not in loaded
+    assert _setting(store, "memory_limit") != "" and _setting(store, "max_temp_directory_size")
+    store.close()
+
+    monkeypatch.setenv("RECLENS_DUCKDB_MEMORY", "2GiB")
+    monkeypatch.setenv("RECLENS_DUCKDB_TEMP", "3GiB")
+    store = Store(tmp_path / "b.duckdb")
+    assert _setting(store, "memory_limit") == "2.0 GiB"
+    assert _setting(store, "max_temp_directory_size") == "3.0 GiB"
+    store.close()
+
+    monkeypatch.setenv("RECLENS_DUCKDB_MEMORY", "lots")
+    with pytest.raises(StoreError, match="RECLENS_DUCKDB_MEMORY"):
+        Store(tmp_path / "c.duckdb")
+    assert not (tmp_path / "c.duckdb").exists()  # nothing was created
