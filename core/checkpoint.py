@@ -79,6 +79,7 @@ def save_model(
         training: settings, history, dataset name/fingerprint and metrics (JSON-able).
     """
     folder = Path(folder)
+    check_replaceable(folder)
     if len(item_ids) != model.config.n_items + 1:
         raise CheckpointError(
             f"{len(item_ids) - 1} item ids for a model of {model.config.n_items} items"
@@ -96,6 +97,28 @@ def save_model(
     (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str))
     (tmp / "README.md").write_text(model_card(model.config, training))
     return replace_folder(tmp, folder)
+
+
+def check_replaceable(folder: str | Path) -> None:
+    """Raise :class:`CheckpointError` unless a model may be saved at ``folder``: a new or
+    empty folder, or one that already holds a RecLens model (which the save replaces).
+    Anything else (someone's files, a symlink, a file) is left alone."""
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise CheckpointError(
+            f"refusing to save a model at {folder}: it is not a folder; choose a new folder"
+        )
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    try:
+        if json.loads((folder / "config.json").read_text()).get("format") == FORMAT:
+            return
+    except (OSError, ValueError, AttributeError):
+        pass
+    raise CheckpointError(
+        f"refusing to replace {folder}: it holds files that are not a RecLens model; "
+        "choose a new or empty folder"
+    )
 
 
 def replace_folder(tmp: str | Path, folder: str | Path) -> Path:

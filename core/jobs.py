@@ -38,6 +38,7 @@ import torch
 from core.checkpoint import (
     CheckpointError,
     SavedModel,
+    check_replaceable,
     load_model,
     read_training,
     save_model,
@@ -97,6 +98,7 @@ def train_dataset(
     info = store.get_dataset(dataset)
     name = validate_dataset_name(name or default_model_name(dataset, config))
     out = Path(out_dir) if out_dir else data_home(store) / "models" / name
+    check_replaceable(out)  # before the training, not after it
     seqs = dataset_sequences(store, dataset, config.event_types)
     vectors, encoder = item_text_vectors(
         store, info.dataset_id, list(seqs.item_ids), config.text_encoder, text_progress
@@ -274,6 +276,7 @@ def prepare_run(
     """Write a run folder holding everything a worker needs; returns the folder."""
     info = store.get_dataset(dataset)
     name = validate_dataset_name(name or default_model_name(dataset, config))
+    check_replaceable(Path(out_dir) if out_dir else data_home(store) / "models" / name)
     run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     folder = runs_dir(store) / run_id
     folder.mkdir(parents=True, exist_ok=True)

@@ -258,3 +258,22 @@ def test_unusable_db_path_is_a_user_error(tmp_path: Path, capsys) -> None:
         assert err.startswith("error: ") and err.count("\n") == 1
         assert str(not_a_db) in err and "not a RecLens database" in err
         assert not_a_db.read_bytes() == before
+
+
+def test_train_out_never_replaces_a_folder_that_is_not_a_model(tmp_path: Path) -> None:
+    db = tmp_path / "cli.duckdb"
+    ok_json("demo", "--dataset", "shop", "--users", "40", "--seed", "3", db=db)
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    refused = cli("train", "--dataset", "shop", "--epochs", "1", "--out", str(precious), db=db)
+    assert_user_error(refused, "refusing to replace", str(precious))
+    assert (precious / "chapter1.tex").read_text() == "years of work"
+    assert sorted(p.name for p in precious.iterdir()) == ["chapter1.tex"]
+    # an empty folder, and then the model it now holds, may be (re)written
+    model = tmp_path / "model"
+    model.mkdir()
+    args = ("train", "--dataset", "shop", "--epochs", "1", "--text-encoder", "none")
+    first = ok_json(*args, "--name", "m1", "--out", str(model), db=db)
+    second = ok_json(*args, "--name", "m2", "--out", str(model), db=db)
+    assert first["path"] == second["path"] and (model / "config.json").exists()
