@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from core.model import ModelConfig, PreferenceModel
@@ -223,6 +223,7 @@ def load_model(
             f" entries, the config says {config.n_items} items (+ padding)"
         )
     training = _read_json(folder / "training.json")
+    _check_shapes(folder, config)  # before anything of the claimed size is allocated
     try:
         state = load_file(folder / "model.safetensors", device=str(device))
     except (SafetensorError, OSError, RuntimeError) as exc:
@@ -240,6 +241,47 @@ def load_model(
     model.to(device).eval()
     warnings = notes + [w for w in [stale_warning(training, expected_fingerprint)] if w]
     return SavedModel(model, config, np.asarray(item_ids, dtype=object), training, folder, warnings)
+
+
+def _check_shapes(folder: Path, config: ModelConfig) -> None:
+    """Raise :class:`CheckpointError` unless the weights file holds exactly the tensors, of
+    exactly the shapes, that ``config.json`` describes.
+
+    Reads only the file's header, and builds the model on the ``meta`` device (shapes,
+    no memory), so a ``config.json`` claiming a billion items or a huge hidden size
+    costs nothing: it fails here instead of allocating.
+    """
+    path = folder / "model.safetensors"
+    try:
+        with safe_open(path, framework="pt") as weights:
+            shapes = {k: tuple(weights.get_slice(k).get_shape()) for k in weights.keys()}
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path} is corrupt or truncated ({_first_line(exc)}); train the model again"
+        ) from None
+    layers = {k.split(".")[3] for k in shapes if k.startswith("encoder.encoder.layer.")}
+    if len(layers) != config.layers:  # checked first: the meta model is built layer by layer
+        raise CheckpointError(
+            f"{path} does not match config.json: the weights hold {len(layers)} layers, "
+            f"the config says {config.layers}"
+        )
+    text = shapes.get("text_vectors")
+    try:
+        with torch.device("meta"):
+            vectors = torch.empty(text) if text else None
+            expected = {
+                k: tuple(v.shape) for k, v in PreferenceModel(config, vectors).state_dict().items()
+            }
+    except (RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{folder}/config.json is invalid: {_first_line(exc)}") from None
+    wrong = sorted(k for k in expected.keys() | shapes.keys() if expected.get(k) != shapes.get(k))
+    if wrong:
+        first = wrong[0]
+        raise CheckpointError(
+            f"{path} does not match config.json: {first} is {shapes.get(first, 'missing')} in "
+            f"the weights, {expected.get(first, 'absent')} by the config"
+            + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else "")
+        )
 
 
 def stale_warning(training: dict[str, Any], fingerprint: str | None) -> str | None:

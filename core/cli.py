@@ -115,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--time-budget", type=float, help="stop after SECONDS (best epoch kept)")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
     tr.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the model called --name (same dataset only); without it a taken "
+        "name gets a free one (NAME-2, ...), said on stderr",
+    )
+    tr.add_argument(
         "--nproc",
         type=int,
         default=1,
@@ -352,6 +358,26 @@ def _cmd_drop(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     return {"dropped": args.dataset}
 
 
+def _model_name(store: Store, args: argparse.Namespace) -> str | None:
+    """``--name``, or a free name like it when a model already uses it (said on stderr)."""
+    from core.jobs import free_model_name, model_home
+
+    if not args.name or args.replace or args.resume:
+        return args.name
+    taken = store.model_owner(args.name) is not None or (
+        not args.out and (model_home(store) / args.name).exists()
+    )
+    if not taken:
+        return args.name
+    name = free_model_name(store, args.name)
+    print(
+        f"note: a model named {args.name!r} already exists; saving this one as {name!r} "
+        "(--replace replaces it)",
+        file=sys.stderr,
+    )
+    return name
+
+
 def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     from core.jobs import train_dataset
     from core.train import TrainConfig, pick_device
@@ -385,6 +411,7 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     _check_positive(
         args, ("epochs", "max_len", "hidden", "layers", "heads", "batch", "lr", "nproc")
     )
+    name = _model_name(store, args)
     if args.nproc > 1:
         from core.jobs import train_distributed
 
@@ -393,9 +420,10 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             args.dataset,
             config,
             nproc=args.nproc,
-            name=args.name,
+            name=name,
             out_dir=args.out,
             resume=args.resume,
+            replace=args.replace,
         )
         return {
             "model": model.name,
@@ -412,9 +440,10 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         store,
         args.dataset,
         config,
-        name=args.name,
+        name=name,
         out_dir=args.out,
         resume=args.resume,
+        replace=args.replace,
         callback=bar,
     )
     return {

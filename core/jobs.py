@@ -64,6 +64,121 @@ def data_home(store: Store) -> Path:
     return Path(store.path).resolve().parent
 
 
+def model_home(store: Store) -> Path:
+    """Where models are saved (``models/`` beside the database): the only folder the web
+    page loads model directories from (:func:`import_model`)."""
+    return data_home(store) / "models"
+
+
+def free_model_name(store: Store, base: str) -> str:
+    """``base``, or ``base-2``, ``base-3``... whichever no model uses yet: neither as a
+    registered name (a deleted dataset's included) nor as a folder in the model home."""
+    home = model_home(store)
+    taken = store.model_names()
+    candidates = [base[:63]] + [f"{base[:59]}-{i}" for i in range(2, 10_000)]
+    return next(c for c in candidates if c not in taken and not (home / c).exists())
+
+
+def claim_model_name(
+    store: Store,
+    dataset: str,
+    name: str,
+    *,
+    out_dir: str | Path | None = None,
+    replace: bool = False,
+) -> str:
+    """Check, before any training, that a new model of ``dataset`` may be saved as
+    ``name``; returns the name.
+
+    A name taken by a registered model, or (saving to the default folder) by a folder
+    in the model home, is refused unless ``replace`` is set, and even then a model of
+    another dataset is never replaced.
+
+    Raises:
+        StoreError: the name is taken, with a free one to use instead.
+    """
+    name = validate_dataset_name(name)
+    owner = store.model_owner(name)
+    folder = model_home(store) / name
+    in_use = owner is not None or (out_dir is None and folder.is_dir() and any(folder.iterdir()))
+    if not in_use:
+        return name
+    if replace and owner in (None, dataset):
+        return name
+    if owner:
+        whose = f"a model of dataset {owner!r}"
+    else:
+        whose = "a model of a deleted dataset" if owner == "" else "a model folder"
+    raise StoreError(
+        f"the name {name!r} is taken by {whose}; choose another name, for example "
+        f"{free_model_name(store, name)!r}"
+        + (" (only a model of the same dataset can be replaced)" if replace else "")
+    )
+
+
+def importable_models(store: Store) -> list[str]:
+    """Folders in the model home that hold a RecLens model no registered model points to
+    (sorted names): what the web page offers to load (:func:`import_model`)."""
+    home = model_home(store)
+    if not home.is_dir():
+        return []
+    registered = {str(Path(m.path).resolve()) for m in store.list_models()}
+    found = []
+    for folder in home.iterdir():
+        if folder.name.startswith(".") or folder.is_symlink() or not folder.is_dir():
+            continue
+        if str(folder.resolve()) not in registered and (folder / "config.json").is_file():
+            found.append(folder.name)
+    return sorted(found)
+
+
+def import_model(store: Store, folder_name: str) -> tuple[ModelInfo, list[str]]:
+    """Register the model saved in ``folder_name`` of the model home; returns the
+    registered model and its load warnings.
+
+    Only folders directly inside the model home load, checked after resolving symlinks
+    (a link pointing out of it is refused), and the messages never say whether some
+    other path exists. The model keeps its saved name unless another model uses it,
+    then gets a free one (:func:`free_model_name`): an import replaces nothing.
+
+    Raises:
+        StoreError: a folder outside the model home, or the model's dataset is missing.
+        CheckpointError: the folder is not a loadable model (which file, and why).
+    """
+    home = model_home(store).resolve()
+    candidate = home / folder_name
+    outside = (
+        not folder_name
+        or Path(folder_name).name != folder_name
+        or folder_name in (".", "..")
+        or candidate.is_symlink()
+        or candidate.resolve().parent != home
+    )
+    if outside or not candidate.is_dir():
+        raise StoreError(
+            f"{folder_name!r} is not a model folder in the model home; the app loads models "
+            "only from its own models folder (copy the folder there first)"
+        )
+    saved = load_model(candidate)
+    info = model_dataset(store, saved)
+    name = saved.name
+    try:
+        name = validate_dataset_name(name)
+    except StoreError:
+        name = "imported-model"
+    if store.model_owner(name) is not None:
+        name = free_model_name(store, name)
+    model = store.register_model(
+        name,
+        info.name,
+        str(candidate),
+        saved.training.get("config", {}),
+        saved.training.get("metrics", {}),
+    )
+    warning = stale_warning(saved.training, info.fingerprint)
+    return model, saved.warnings + ([warning] if warning else [])
+
+
 def dataset_sequences(store: Store, dataset: str, with_types: bool = False) -> Sequences:
     """The dataset's sequences, with catalogue-only items appended to the vocabulary.
 
@@ -91,13 +206,25 @@ def train_dataset(
     name: str | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    replace: bool = False,
     callback: ProgressCallback | None = None,
     text_progress=None,
 ) -> tuple[ModelInfo, TrainResult]:
-    """Train on a stored dataset in this process, save the model and register it."""
+    """Train on a stored dataset in this process, save the model and register it.
+
+    A taken ``name`` is refused before training (:func:`claim_model_name`), unless
+    ``replace`` is set and it is a model of the same dataset; ``resume`` continues a
+    run under the name it had.
+    """
     info = store.get_dataset(dataset)
-    name = validate_dataset_name(name or default_model_name(dataset, config))
-    out = Path(out_dir) if out_dir else data_home(store) / "models" / name
+    name = claim_model_name(
+        store,
+        info.name,
+        name or default_model_name(dataset, config),
+        out_dir=out_dir,
+        replace=replace or resume,
+    )
+    out = Path(out_dir) if out_dir else model_home(store) / name
     check_replaceable(out)  # before the training, not after it
     seqs = dataset_sequences(store, dataset, config.event_types)
     vectors, encoder = item_text_vectors(
@@ -107,7 +234,9 @@ def train_dataset(
     result = train(seqs, config, run_dir, text_vectors=vectors, resume=resume, callback=callback)
     training = training_record(name, info.name, info.fingerprint, seqs, result, encoder)
     save_model(out, result.model, seqs.item_ids, training)
-    model = store.register_model(name, dataset, str(out), config.to_dict(), training["metrics"])
+    model = store.register_model(
+        name, info.name, str(out), config.to_dict(), training["metrics"], replace=replace or resume
+    )
     return model, result
 
 
@@ -245,6 +374,7 @@ def start_run(
     name: str | None = None,
     resume_run: str | None = None,
     nproc: int = 1,
+    replace: bool = False,
 ) -> str:
     """Start a background training process; returns its run id.
 
@@ -259,7 +389,7 @@ def start_run(
         (folder / "error.txt").unlink(missing_ok=True)
         _spawn(folder, resume=True, nproc=job.get("nproc", 1))
         return resume_run
-    folder = prepare_run(store, dataset, config, name, nproc=nproc)
+    folder = prepare_run(store, dataset, config, name, nproc=nproc, replace=replace)
     _spawn(folder, resume=False, nproc=nproc)
     return folder.name
 
@@ -272,11 +402,21 @@ def prepare_run(
     run_id: str | None = None,
     nproc: int = 1,
     out_dir: str | Path | None = None,
+    replace: bool = False,
 ) -> Path:
-    """Write a run folder holding everything a worker needs; returns the folder."""
+    """Write a run folder holding everything a worker needs; returns the folder.
+
+    ``name`` and ``replace`` as in :func:`train_dataset`."""
     info = store.get_dataset(dataset)
-    name = validate_dataset_name(name or default_model_name(dataset, config))
-    check_replaceable(Path(out_dir) if out_dir else data_home(store) / "models" / name)
+    name = claim_model_name(
+        store,
+        info.name,
+        name or default_model_name(dataset, config),
+        out_dir=out_dir,
+        replace=replace,
+    )
+    out = Path(out_dir) if out_dir else model_home(store) / name
+    check_replaceable(out)
     run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     folder = runs_dir(store) / run_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -302,7 +442,8 @@ def prepare_run(
         "fingerprint": info.fingerprint,
         "name": name,
         "config": config.to_dict(),
-        "out": str(Path(out_dir) if out_dir else data_home(store) / "models" / name),
+        "out": str(out),
+        "replace": replace,
         "text_encoder": encoder,
         "nproc": nproc,
         "created": time.time(),
@@ -320,6 +461,7 @@ def train_distributed(
     name: str | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    replace: bool = False,
 ) -> tuple[ModelInfo, dict[str, Any]]:
     """Train in ``nproc`` data-parallel processes (``torchrun``), wait, register the model.
 
@@ -329,7 +471,7 @@ def train_distributed(
     name = validate_dataset_name(name or default_model_name(dataset, config))
     folder = runs_dir(store) / f"cli-{name}"
     if not (resume and (folder / "job.json").exists()):
-        prepare_run(store, dataset, config, name, folder.name, nproc, out_dir)
+        prepare_run(store, dataset, config, name, folder.name, nproc, out_dir, replace)
     with open(folder / "worker.log", "ab") as log:
         done = subprocess.run(
             worker_command(folder, resume, nproc),
@@ -437,16 +579,24 @@ def collect_run(store: Store, status: RunStatus) -> ModelInfo | None:
         return None
     name = status.job["name"]
     existing = store.find_model(name)
-    if existing and existing.path == status.job["out"]:
-        return existing
+    if (
+        existing
+        and existing.path == status.job["out"]
+        and existing.metrics == status.result["metrics"]
+    ):
+        return existing  # collected before (a replaced model shares the path, not these)
     if store.find_dataset(status.job["dataset"]) is None:
         return None  # its dataset was deleted while it trained: nothing to register it on
+    replace = bool(status.job.get("replace"))
+    if store.model_owner(name) is not None and not replace:
+        name = free_model_name(store, name)  # registered by someone else while it trained
     return store.register_model(
         name,
         status.job["dataset"],
         status.job["out"],
         status.job["config"],
         status.result["metrics"],
+        replace=replace,
     )
 
 

@@ -1194,11 +1194,30 @@ class Store:
     # ---- the model registry
 
     def register_model(
-        self, name: str, dataset: str, path: str, config: dict, metrics: dict
+        self,
+        name: str,
+        dataset: str,
+        path: str,
+        config: dict,
+        metrics: dict,
+        *,
+        replace: bool = False,
     ) -> ModelInfo:
-        """Record a saved model directory (replacing an entry of the same name)."""
+        """Record a saved model directory under ``name``.
+
+        A name already registered is refused, unless ``replace`` is set and the entry is
+        a model of the same ``dataset`` (a retrained version of it): registering never
+        takes another dataset's model's entry, nor one a deleted dataset left behind.
+        """
         validate_dataset_name(name)
         info = self.get_dataset(dataset)
+        owner = self.model_owner(name)
+        if owner is not None and not (replace and owner == info.name):
+            whose = f"of dataset {owner!r}" if owner else "of a deleted dataset"
+            raise StoreError(
+                f"a model named {name!r} is already registered ({whose}); choose another name"
+                + (" or delete that model first" if owner else "")
+            )
         with self.transaction() as cur:
             cur.execute("DELETE FROM models WHERE name = ?", [name])
             cur.execute(
@@ -1219,6 +1238,24 @@ class Store:
             params.append(dataset)
         rows = self.cursor().execute(sql + " ORDER BY m.created DESC, m.name", params).fetchall()
         return [ModelInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5])) for r in rows]
+
+    def model_owner(self, name: str) -> str | None:
+        """The dataset of the model registered as ``name``: its name, ``""`` when that
+        dataset was deleted, None when no model has that name."""
+        rows = (
+            self.cursor()
+            .execute(
+                "SELECT coalesce(d.name, '') FROM models m LEFT JOIN datasets d "
+                "USING (dataset_id) WHERE m.name = ?",
+                [name],
+            )
+            .fetchall()
+        )
+        return rows[0][0] if rows else None
+
+    def model_names(self) -> set[str]:
+        """Every registered model name, those a deleted dataset left behind included."""
+        return {r[0] for r in self.cursor().execute("SELECT name FROM models").fetchall()}
 
     def find_model(self, name: str) -> ModelInfo | None:
         """The registered model called ``name``, or None."""

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from core.demo import load_demo
-from core.jobs import lost_model_message, start_run
+from core.jobs import free_model_name, lost_model_message, start_run
 from core.store import DatasetInfo, Store, open_store
 from core.train import TrainConfig
 
@@ -55,7 +55,7 @@ def get_store() -> Store:
                 store,
                 "demo",
                 TrainConfig.from_preset("fast", text_encoder="none"),
-                name="demo-fast",
+                name=free_model_name(store, "demo-fast"),  # a kept models/ folder stays
             )
     return store
 

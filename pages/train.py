@@ -12,6 +12,7 @@ from core.checkpoint import CheckpointError
 from core.jobs import (
     RunStatus,
     collect_run,
+    free_model_name,
     list_runs,
     model_warning,
     resolve_model,
@@ -38,13 +39,6 @@ def _eta(seconds: float | None) -> str:
         return "estimating…"
     seconds = int(seconds)
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-
-
-def _free_name(base: str) -> str:
-    """``base``, or ``base-2``, ``base-3``... whichever no saved model uses yet."""
-    taken = {m.name for m in get_store().list_models()}
-    candidates = [base[:63]] + [f"{base[:59]}-{i}" for i in range(2, 1000)]
-    return next(c for c in candidates if c not in taken)
 
 
 def start_section(dataset: str) -> None:
@@ -291,8 +285,11 @@ def models_section(dataset: str) -> None:
                         f"this model was trained on dataset '{saved.dataset}', which is not in "
                         "this database; load that dataset first"
                     )
+                name = slugify(saved.name)
+                if get_store().model_owner(name) is not None:
+                    name = free_model_name(get_store(), name)  # an import replaces nothing
                 info = get_store().register_model(
-                    slugify(saved.name),
+                    name,
                     saved.dataset,
                     str(saved.path),
                     saved.training.get("config", {}),

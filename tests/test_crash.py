@@ -249,6 +249,7 @@ def test_sigkill_while_saving_a_model_leaves_only_complete_models(
         "demo",
         "--name",
         name,
+        "--replace",
         *TINY_ARGS,
         "--epochs",
         "1",

@@ -6,7 +6,9 @@ tests/test_model.py::test_model_loading_never_unpickles.)
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.ingest import EventMapping, IngestError, ItemMapping, ingest
-from core.store import Store, open_store
+from core.store import Store, StoreError, open_store
 
 # Every AppTest rerun goes through app.py, as on the real server (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("navigation_mode")
@@ -141,3 +143,84 @@ def test_item_titles_with_markup_are_rendered_escaped(tmp_path: Path, monkeypatc
     events = next(d.value for d in at.dataframe if "title" in d.value.columns)
     assert "<script>alert('x')</script>" in set(events["title"])  # shown as text in a table
     assert any("\\<script\\>" in c.value for c in at.caption)  # the source name, escaped
+
+
+# --------------------------------------------------------------------------- model folders
+
+
+def _folder_fingerprint(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def trained_copy(tmp_path: Path) -> Store:
+    """A private copy of the trained demo database; its model folder is shared (read only)."""
+    from tests._trained import copy_of_trained
+
+    store = Store(copy_of_trained(tmp_path))
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [{"n_items": 10**9}, {"hidden": 2**20, "heads": 1}, {"max_len": 10**9}, {"layers": 10**6}],
+)
+def test_a_config_claiming_huge_sizes_fails_before_allocating(
+    claim: dict, trained_copy: Store, tmp_path: Path
+) -> None:
+    from core.checkpoint import CheckpointError, load_model
+
+    folder = tmp_path / "hostile-model"
+    shutil.copytree(trained_copy.get_model("demo-test").path, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **claim}))
+    before = _folder_fingerprint(folder)
+    with pytest.raises(CheckpointError, match="items.json|does not match config.json"):
+        load_model(folder)  # a real allocation of these sizes would take terabytes
+    assert _folder_fingerprint(folder) == before
+
+
+def test_a_run_named_like_another_datasets_model_is_refused(trained_copy: Store) -> None:
+    from core.demo import load_demo
+    from core.jobs import claim_model_name, free_model_name
+
+    load_demo(trained_copy, "shop", n_users=40)
+    before = trained_copy.table_fingerprints()
+    for replace in (False, True):
+        with pytest.raises(StoreError, match="taken by a model of dataset 'demo'"):
+            claim_model_name(trained_copy, "shop", "demo-test", replace=replace)
+    with pytest.raises(StoreError, match="already registered"):
+        trained_copy.register_model("demo-test", "shop", "/elsewhere", {}, {}, replace=True)
+    assert trained_copy.table_fingerprints() == before
+    assert trained_copy.get_model("demo-test").dataset == "demo"
+    # the same dataset may replace its own model only when asked to
+    with pytest.raises(StoreError, match="demo-test-2"):
+        claim_model_name(trained_copy, "demo", "demo-test")
+    assert claim_model_name(trained_copy, "demo", "demo-test", replace=True) == "demo-test"
+    assert free_model_name(trained_copy, "demo-test") == "demo-test-2"
+
+
+def test_the_app_imports_models_only_from_its_model_home(
+    trained_copy: Store, tmp_path: Path
+) -> None:
+    from core.jobs import import_model, importable_models, model_home
+
+    source = Path(trained_copy.get_model("demo-test").path)
+    home = model_home(trained_copy)
+    home.mkdir(exist_ok=True)
+    outside = tmp_path / "outside-model"
+    shutil.copytree(source, outside)
+    (home / "escape").symlink_to(outside, target_is_directory=True)
+    shutil.copytree(source, home / "copied")
+    assert importable_models(trained_copy) == ["copied"]  # the symlink is not offered
+    before = trained_copy.table_fingerprints()
+    for hostile in ("escape", "../outside-model", str(outside), "/etc", "", "..", "nothing"):
+        with pytest.raises(StoreError, match="not a model folder in the model home"):
+            import_model(trained_copy, hostile)
+    assert trained_copy.table_fingerprints() == before
+    # a model saved as "demo-test" arrives under a free name: the import replaces nothing
+    model, warnings = import_model(trained_copy, "copied")
+    assert model.name == "demo-test-2" and warnings == []
+    assert Path(trained_copy.get_model("demo-test").path) == source
+    assert importable_models(trained_copy) == []
