@@ -360,16 +360,14 @@ def _cmd_drop(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 def _model_name(store: Store, args: argparse.Namespace) -> str | None:
     """``--name``, or a free name like it when a model already uses it (said on stderr)."""
-    from core.jobs import free_model_name, model_home
+    from core.jobs import claim_model_name, free_model_name
 
     if not args.name or args.replace or args.resume:
         return args.name
-    taken = store.model_owner(args.name) is not None or (
-        not args.out and (model_home(store) / args.name).exists()
-    )
-    if not taken:
-        return args.name
-    name = free_model_name(store, args.name)
+    try:
+        return claim_model_name(store, args.dataset, args.name, out_dir=args.out)
+    except StoreError:
+        name = free_model_name(store, args.name)
     print(
         f"note: a model named {args.name!r} already exists; saving this one as {name!r} "
         "(--replace replaces it)",

@@ -147,14 +147,8 @@ def import_model(store: Store, folder_name: str) -> tuple[ModelInfo, list[str]]:
     """
     home = model_home(store).resolve()
     candidate = home / folder_name
-    outside = (
-        not folder_name
-        or Path(folder_name).name != folder_name
-        or folder_name in (".", "..")
-        or candidate.is_symlink()
-        or candidate.resolve().parent != home
-    )
-    if outside or not candidate.is_dir():
+    # "", ".", "..", "a/b" and absolute paths all resolve to something not directly inside
+    if candidate.is_symlink() or candidate.resolve().parent != home or not candidate.is_dir():
         raise StoreError(
             f"{folder_name!r} is not a model folder in the model home; the app loads models "
             "only from its own models folder (copy the folder there first)"
