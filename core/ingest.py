@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import logging
+import os
 import re
 import zlib
 from collections.abc import Iterator, Sequence
@@ -30,6 +32,7 @@ from core.store import (
     SourceSpec,
     Store,
     StoreError,
+    connection_settings,
     validate_dataset_name,
 )
 from core.suggest import (
@@ -43,6 +46,8 @@ from core.suggest import (
     norm,
     suggest_columns,
 )
+
+log = logging.getLogger("reclens.ingest")
 
 _NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|U\w*INT|FLOAT|DOUBLE|DECIMAL)")
 
@@ -178,18 +183,55 @@ def _names(columns: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- reading
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How much one file may hold, checked before DuckDB reads it.
+
+    Attributes:
+        max_bytes: the text a CSV/TSV file expands to (after gzip), or the uncompressed
+            size a Parquet file's metadata states: a 200 MB gzip can hold 200 GB.
+        max_rows: lines of a CSV/TSV file, or rows in a Parquet file's metadata (its
+            dictionary and run-length encodings can hold billions of rows in a few MB).
+    """
+
+    max_bytes: int = 5 * 10**9
+    max_rows: int = 200_000_000
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        """The defaults, or ``RECLENS_MAX_FILE_BYTES`` / ``RECLENS_MAX_FILE_ROWS``."""
+        return cls(
+            max_bytes=_env_int("RECLENS_MAX_FILE_BYTES", cls.max_bytes),
+            max_rows=_env_int("RECLENS_MAX_FILE_ROWS", cls.max_rows),
+        )
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").replace("_", "").strip()
+    try:
+        return int(float(raw)) if raw else default
+    except ValueError:
+        log.warning("%s=%r is not a number; using %s", name, raw, f"{default:,}")
+        return default
+
+
 def detect_source(
-    path: str | Path, options: ReadOptions = ReadOptions(), display_name: str | None = None
+    path: str | Path,
+    options: ReadOptions = ReadOptions(),
+    display_name: str | None = None,
+    limits: Limits | None = None,
 ) -> SourceSpec:
     """Check that ``path`` is a readable CSV/TSV/Parquet file and choose a reader.
 
     Looks at the first bytes, never at the file name: an Excel workbook renamed to
     ``.csv`` or a binary file are refused with a message, gzip and Parquet are
     recognised by their magic numbers. Messages call the file ``display_name`` (an
-    upload's original name) when given.
+    upload's original name) when given. A file beyond ``limits`` (default:
+    :meth:`Limits.from_env`) is refused before anything reads it whole.
     """
     path = Path(path)
     display = display_name or path.name
+    limits = limits or Limits.from_env()
     if not path.exists():
         raise IngestError(f"file not found: {display}")
     if not path.is_file():
@@ -199,6 +241,7 @@ def detect_source(
     with open(path, "rb") as fh:
         head = fh.read(65536)
     if head.startswith(b"PAR1"):
+        _check_parquet_size(path, display, limits)
         return SourceSpec(str(path), kind="parquet")
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
         raise IngestError(
@@ -238,7 +281,11 @@ def detect_source(
         raise IngestError(f"unsupported encoding {options.encoding!r}: use utf-8 or latin-1")
     if options.encoding == "auto" and not _looks_utf8(head, gzipped=compression == "gzip"):
         encoding = "latin-1"
-    _refuse_very_wide_lines(path, display, options.delimiter, gzipped=compression == "gzip")
+    if compression == "none" and path.stat().st_size > limits.max_bytes:
+        raise _too_big(display, limits, "is larger than")
+    _refuse_very_wide_lines(
+        path, display, options.delimiter, gzipped=compression == "gzip", limits=limits
+    )
     return SourceSpec(
         str(path),
         kind="csv",
@@ -249,13 +296,61 @@ def detect_source(
     )
 
 
+def _too_big(display: str, limits: Limits, what: str = "expands to more than") -> IngestError:
+    return IngestError(
+        f"{display} {what} {_size(limits.max_bytes)}, the most one file may hold "
+        "here (RECLENS_MAX_FILE_BYTES); nothing was loaded. Load a sample, or split it"
+    )
+
+
+def _too_long(display: str, limits: Limits, rows: int | None = None) -> IngestError:
+    cap = limits.max_rows
+    held = f"holds {rows:,} rows" if rows is not None else f"has more than {cap:,} lines"
+    return IngestError(
+        f"{display} {held}, beyond the {cap:,} rows one file may hold here "
+        "(RECLENS_MAX_FILE_ROWS); nothing was loaded. Load a sample, or split it"
+    )
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:,.3g} {unit}"
+    return f"{n:,} bytes"
+
+
+def _check_parquet_size(path: Path, display: str, limits: Limits) -> None:
+    """Refuse a Parquet file whose metadata states more rows or bytes than ``limits``."""
+    with duckdb.connect(config=connection_settings(":memory:")) as con:
+        try:
+            rows, size = con.execute(
+                "SELECT (SELECT sum(num_rows) FROM parquet_file_metadata($p)),"
+                " (SELECT sum(total_uncompressed_size) FROM parquet_metadata($p))",
+                {"p": str(path)},
+            ).fetchone()
+        except duckdb.Error as exc:
+            raise _explain(exc, display) from None
+    if rows is not None and rows > limits.max_rows:
+        raise _too_long(display, limits, int(rows))
+    if size is not None and size > limits.max_bytes:
+        raise _too_big(display, limits, "holds more than")
+
+
 MAX_FIELDS = 10_000
 
 
 def _refuse_very_wide_lines(
-    path: Path, display: str, delimiter: str | None, gzipped: bool = False, chunk: int = 1 << 24
+    path: Path,
+    display: str,
+    delimiter: str | None,
+    gzipped: bool = False,
+    chunk: int = 1 << 24,
+    limits: Limits | None = None,
 ) -> None:
     """Refuse a file with a line of more than :data:`MAX_FIELDS` fields, before DuckDB reads it.
+
+    The same pass counts the bytes and lines, and stops as soon as a file holds more
+    than ``limits`` allow (a gzip bomb is refused after ``max_bytes``, not expanded).
 
     DuckDB's reader records a rejected line once per surplus column, copying the line
     each time: one line of 100,000 fields takes it hours. A numpy pass over the bytes
@@ -270,9 +365,16 @@ def _refuse_very_wide_lines(
     codes = [ord(c) for c in candidates if len(c.encode("latin-1", "replace")) == 1]
     lines_before, carry = 0, np.zeros(len(codes), dtype=np.int64)
     running = 0  # bytes of the line that runs into the next block
+    limits = limits or Limits()
+    seen = 0
     for block in _text_blocks(path, gzipped, chunk):
+        seen += len(block)
+        if seen > limits.max_bytes:
+            raise _too_big(display, limits)
         data = np.frombuffer(block, dtype=np.uint8)
         ends = np.flatnonzero(data == 10)
+        if lines_before + ends.size > limits.max_rows:
+            raise _too_long(display, limits)
         tail_start = int(ends[-1]) + 1 if ends.size else 0
         longest = (
             running + data.size
@@ -396,6 +498,7 @@ def inspect(
     options: ReadOptions = ReadOptions(),
     display_name: str | None = None,
     preview_rows: int = 20,
+    limits: Limits | None = None,
 ) -> Inspection:
     """Sniff a file: its columns, their types, the first rows, header and delimiter.
 
@@ -405,9 +508,10 @@ def inspect(
         options: reader overrides; the sniffer decides what is left as None/auto.
         display_name: the name to show in messages (an upload's original name).
         preview_rows: rows in the preview.
+        limits: how much the file may hold (default :meth:`Limits.from_env`).
     """
     display = display_name or Path(path).name
-    source = detect_source(path, options, display)
+    source = detect_source(path, options, display, limits)
     notes: list[str] = []
     if source.kind == "csv" and options.encoding == "auto" and source.encoding == "latin-1":
         notes.append(_LATIN1_NOTE)
@@ -639,6 +743,7 @@ def ingest(
     planted: pd.DataFrame | None = None,
     progress: ProgressFn | None = None,
     inspection: Inspection | None = None,
+    limits: Limits | None = None,
 ) -> IngestResult:
     """Load a behaviour log (and optional item file) as dataset ``name``, in one transaction.
 
@@ -661,6 +766,7 @@ def ingest(
         progress: ``progress(fraction, message)`` called between phases.
         inspection: ``inspect(store, events_path, read)`` when the caller already has it
             (the file is then not sniffed and sampled again).
+        limits: how much each file may hold (default :meth:`Limits.from_env`).
 
     Returns:
         The new catalogue entry and the cleaning report.
@@ -681,7 +787,7 @@ def ingest(
         source_names or [Path(events_path).name] + ([Path(items_path).name] if items_path else [])
     )
     say(0.02, "sniffing the file")
-    events = inspection or inspect(store, events_path, read, display_name=names[0])
+    events = inspection or inspect(store, events_path, read, display_name=names[0], limits=limits)
     if mapping is None:
         refuse_single_column(events)
         found = suggest(events)
@@ -702,7 +808,7 @@ def ingest(
         item_mapping = replace(item_mapping, item=columns["item"])
     items = None
     if items_path is not None:
-        items = inspect(store, items_path, items_read, display_name=names[-1])
+        items = inspect(store, items_path, items_read, display_name=names[-1], limits=limits)
         item_mapping = item_mapping or suggest_item_mapping(items)
     # With encoding "auto", a UTF-8 read that meets invalid bytes past the sniffed start
     # of a file is rolled back and the file read again as Latin-1.

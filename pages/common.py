@@ -8,14 +8,16 @@ from __future__ import annotations
 import logging
 import os
 import re
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from core.demo import load_demo
-from core.jobs import free_model_name, lost_model_message, start_run
+from core.jobs import data_home, free_model_name, lost_model_message, start_run
 from core.store import DatasetInfo, Store, open_store
 from core.train import TrainConfig
+from core.uploads import sweep
 
 log = logging.getLogger("reclens")
 
@@ -47,6 +49,9 @@ def md_escape(text: str) -> str:
 def get_store() -> Store:
     """The process-wide store; a new database gets the demo dataset on first start."""
     store = open_store()
+    swept = sweep(upload_home(store))  # no session holds an upload before this runs
+    if swept:
+        log.info("deleted %d uploaded file(s) left by an earlier run", swept)
     if not store.list_datasets():
         load_demo(store, "demo")
         if os.environ.get("RECLENS_AUTOTRAIN", "1") != "0" and not store.list_models():
@@ -58,6 +63,11 @@ def get_store() -> Store:
                 name=free_model_name(store, "demo-fast"),  # a kept models/ folder stays
             )
     return store
+
+
+def upload_home(store: Store) -> Path:
+    """Where the page keeps its private copies of uploads (``uploads/`` beside the database)."""
+    return data_home(store) / "uploads"
 
 
 def datasets() -> list[DatasetInfo]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +27,7 @@ from core.ingest import (
 from core.store import StoreError, slugify
 from core.suggest import LOG_ITEM_ROLES, Guess
 from core.tables import drop_empty_columns, with_main_category
+from core.uploads import Spool
 from pages.common import (
     PENDING_DATASET,
     active_dataset,
@@ -38,6 +37,7 @@ from pages.common import (
     fmt_int,
     get_store,
     md_escape,
+    upload_home,
 )
 
 log = logging.getLogger("reclens.data")
@@ -59,6 +59,9 @@ ROLE_LABELS = {
     "type": "Event type",
     "value": "Value (rating, weight)",
 }
+SPOOL = "upload_spool"
+# Upload ids already loaded: the page says so instead of offering to load them again.
+LOADED = "loaded_uploads"
 ITEM_ROLE_LABELS = {
     "item": "Item id *",
     "title": "Title",
@@ -70,19 +73,21 @@ ITEM_ROLE_LABELS = {
 # --------------------------------------------------------------------------- helpers
 
 
-def _spool(uploaded) -> Path:
-    """Copy an upload to a private temporary file once per upload (never trusting its name)."""
-    spooled = st.session_state.setdefault("spooled_uploads", {})
-    path = spooled.get(uploaded.file_id)
-    if path and Path(path).exists():
-        return Path(path)
-    folder = Path(tempfile.mkdtemp(prefix="reclens-upload-"))
-    target = folder / "upload.bin"
-    uploaded.seek(0)
-    with open(target, "wb") as out:
-        shutil.copyfileobj(uploaded, out, length=1 << 20)
-    spooled[uploaded.file_id] = str(target)
-    return target
+def _spool() -> Spool:
+    """This session's uploads on disk (deleted when loaded, replaced or the session ends)."""
+    spool = st.session_state.get(SPOOL)
+    if spool is None:
+        spool = st.session_state[SPOOL] = Spool(upload_home(get_store()))
+    return spool
+
+
+def _spooled(slot: str, uploaded) -> Path | None:
+    """The private copy of the file in uploader ``slot`` (never trusting its name), or
+    None when the uploader is empty (a previous file's copy is then deleted)."""
+    if uploaded is None:
+        _spool().discard(slot)
+        return None
+    return _spool().path(slot, uploaded.file_id, uploaded)
 
 
 @st.cache_data(show_spinner="Reading the file…", max_entries=16)
@@ -180,14 +185,27 @@ def upload_section() -> None:
     with right:
         items_file = st.file_uploader("Item file (optional)", type=UPLOAD_TYPES, key="items_upload")
         items_opts = _read_options("items")
-    if events_file is None:
+    loaded = st.session_state.setdefault(LOADED, {})
+    if events_file is not None and events_file.file_id in loaded:
+        _spool().discard("events")
+        _spool().discard("items")
+        st.info(
+            f"**{md_escape(events_file.name)}** is loaded as dataset "
+            f"**{md_escape(loaded[events_file.file_id])}**. Choose another file to load more.",
+            icon=":material/check:",
+        )
+        if st.button("Load this file again with other settings", key="reload_upload"):
+            loaded.pop(events_file.file_id)
+            st.rerun()
+        return
+    events_path = _spooled("events", events_file)
+    items_path = _spooled("items", items_file)
+    if events_path is None:
         st.info("Choose a file to start. Nothing is loaded until you press **Ingest**.")
         return
     try:
-        events = _inspect(str(_spool(events_file)), events_opts, events_file.name)
-        items = (
-            _inspect(str(_spool(items_file)), items_opts, items_file.name) if items_file else None
-        )
+        events = _inspect(str(events_path), events_opts, events_file.name)
+        items = _inspect(str(items_path), items_opts, items_file.name) if items_path else None
     except IngestError as exc:
         st.error(md_escape(str(exc)), icon=":material/error:")
         return
@@ -317,6 +335,9 @@ def upload_section() -> None:
         log.exception("ingest failed")
         st.error("Loading failed unexpectedly; nothing was changed. The server log has details.")
         return
+    loaded[events_file.file_id] = result.dataset.name
+    _spool().discard("events")
+    _spool().discard("items")
     st.session_state["last_ingest"] = result.summary()
     st.session_state[PENDING_DATASET] = result.dataset.name
     st.cache_data.clear()

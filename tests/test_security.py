@@ -65,9 +65,8 @@ def test_hostile_dataset_and_model_names_are_refused(name: str, store: Store, tm
     assert store.table_fingerprints() == before
 
 
-def test_uploaded_file_name_is_never_used_as_a_path(tmp_path: Path, monkeypatch) -> None:
-    """The Data page spools an upload to its own temporary file; the client's name is
-    shown and stored as a source name only."""
+def _data_page(tmp_path: Path, monkeypatch) -> AppTest:
+    """The Data page of a fresh app on a database in ``tmp_path`` holding dataset "seed"."""
     monkeypatch.setenv("RECLENS_DB", str(tmp_path / "app.duckdb"))
     monkeypatch.setenv("RECLENS_AUTOTRAIN", "0")
     seed = Store(tmp_path / "app.duckdb")
@@ -76,23 +75,83 @@ def test_uploaded_file_name_is_never_used_as_a_path(tmp_path: Path, monkeypatch)
     seed.close()
     st.cache_resource.clear()
     st.cache_data.clear()
-    evil = "../../../../tmp/reclens-evil-upload.csv"
-    target = Path("/tmp/reclens-evil-upload.csv")
-    target.unlink(missing_ok=True)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     at.switch_page("pages/data.py").run()
+    return at
+
+
+def _spooled(tmp_path: Path) -> list[Path]:
+    """Every file under the page's upload folder (beside the database)."""
+    return [p for p in (tmp_path / "uploads").rglob("*") if p.is_file()]
+
+
+def test_uploaded_file_name_is_never_used_as_a_path(tmp_path: Path, monkeypatch) -> None:
+    """The Data page spools an upload to its own file under uploads/; the client's name
+    is shown and stored as a source name only, and the copy is deleted once loaded."""
+    at = _data_page(tmp_path, monkeypatch)
+    evil = "../../../../tmp/reclens-evil-upload.csv"
+    target = Path("/tmp/reclens-evil-upload.csv")
+    target.unlink(missing_ok=True)
     at.file_uploader(key="events_upload").upload(evil, b"user,item\nu1,a\nu2,b\n", "text/csv")
     at.run()
+    (spooled,) = _spooled(tmp_path)
+    assert spooled.name == "upload.bin" and spooled.parent.name.startswith("reclens-upload-")
     at.text_input(key="ds_name").set_value("evil").run()
     at.button(key="ingest_button").click().run()
     assert not at.exception, at.exception
     assert not target.exists()
-    spooled = list(at.session_state["spooled_uploads"].values())
-    assert spooled and all(Path(p).name == "upload.bin" for p in spooled)
-    assert all(Path(p).parent.name.startswith("reclens-upload-") for p in spooled)
     info = open_store(tmp_path / "app.duckdb").get_dataset("evil")
     assert info.sources == [evil] and info.n_events == 2
+    assert _spooled(tmp_path) == []
+    # The page says the file is loaded instead of offering to load it twice.
+    assert any("is loaded as dataset **evil**" in i.value for i in at.info)
+    at.button(key="reload_upload").click().run()
+    assert at.text_input(key="ds_name").value and len(_spooled(tmp_path)) == 1
+
+
+def test_twenty_uploads_in_a_row_leave_no_spooled_file(tmp_path: Path, monkeypatch) -> None:
+    at = _data_page(tmp_path, monkeypatch)
+    for i in range(20):
+        body = f"user,item\nu{i},a\nu{i},b\n".encode()
+        at.file_uploader(key="events_upload").upload(f"log{i}.csv", body, "text/csv").run()
+        if i % 2:
+            items = at.file_uploader(key="items_upload")
+            items.upload("items.csv", b"item,title\na,A\n", "text/csv").run()
+        # at most the two files now shown in the two uploaders
+        assert 1 <= len(_spooled(tmp_path)) <= 2, i
+        assert not at.error, at.error[0].value
+    at.text_input(key="ds_name").set_value("last").run()
+    at.button(key="ingest_button").click().run()
+    assert not at.exception, at.exception
+    assert open_store(tmp_path / "app.duckdb").get_dataset("last").n_events == 2
+    assert _spooled(tmp_path) == []
+    # A file left behind by a crash is swept when the app starts again.
+    leftover = tmp_path / "uploads" / "reclens-upload-crashed" / "upload.bin"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"user,item\n")
+    st.cache_resource.clear()
+    AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not leftover.parent.exists()
+
+
+def test_a_closed_sessions_uploads_are_deleted(tmp_path: Path) -> None:
+    import gc
+    import io
+
+    from core.uploads import Spool
+
+    spool = Spool(tmp_path)
+    first = spool.path("events", "id-1", io.BytesIO(b"user,item\nu,a\n"))
+    assert first.read_bytes() == b"user,item\nu,a\n"
+    assert spool.path("events", "id-1", io.BytesIO(b"other")) == first  # copied once
+    second = spool.path("events", "id-2", io.BytesIO(b"user,item\nv,b\n"))
+    assert not first.exists() and second.exists()  # replaced
+    items = spool.path("items", "id-3", io.BytesIO(b"item\na\n"))
+    assert sorted(spool.files()) == sorted([second, items])
+    del spool  # Streamlit drops a closed session's state
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_upload_size_is_capped_by_configuration() -> None:
@@ -224,3 +283,67 @@ def test_the_app_imports_models_only_from_its_model_home(
     assert model.name == "demo-test-2" and warnings == []
     assert Path(trained_copy.get_model("demo-test").path) == source
     assert importable_models(trained_copy) == []
+
+
+def _gzip_bomb(path: Path, expanded: int) -> Path:
+    """A small gzip file of valid "user,item" rows that expands to ``expanded`` bytes."""
+    import gzip
+
+    with gzip.open(path, "wb", compresslevel=9) as out:
+        out.write(b"user,item\n")
+        block = b"1,2\n" * (1 << 18)
+        for _ in range(expanded // len(block)):
+            out.write(block)
+    return path
+
+
+def _parquet(path: Path, rows: int, users: int = 0) -> Path:
+    """A Parquet file of ``rows`` events: one repeated event (run-length encoding keeps
+    300 million of them under a megabyte), or ``users`` users on 10 items."""
+    import duckdb
+
+    if users:
+        pair = f"'u' || (range % {users}) AS user_id, 'i' || (range // {users} % 10) AS item_id"
+    else:
+        pair = "'u' AS user_id, 'i' AS item_id"
+    with duckdb.connect() as con:
+        con.execute(f"COPY (SELECT {pair} FROM range({rows})) TO '{path}' (FORMAT parquet)")
+    return path
+
+
+def test_a_gzip_bomb_and_a_huge_parquet_are_refused_before_reading(
+    store: Store, tmp_path: Path, monkeypatch
+) -> None:
+    from core.ingest import Limits
+
+    before = store.table_fingerprints()
+    bomb = _gzip_bomb(tmp_path / "bomb.csv.gz", 200 * 10**6)
+    assert bomb.stat().st_size < 10**6
+    with pytest.raises(IngestError, match=r"expands to more than 50 MB.*RECLENS_MAX_FILE_BYTES"):
+        ingest(store, "bomb", bomb, limits=Limits(max_bytes=50 * 10**6))
+    monkeypatch.setenv("RECLENS_MAX_FILE_ROWS", "1_000_000")  # the same cap from the environment
+    with pytest.raises(IngestError, match=r"more than 1,000,000 lines.*RECLENS_MAX_FILE_ROWS"):
+        ingest(store, "bomb", bomb)
+    monkeypatch.delenv("RECLENS_MAX_FILE_ROWS")
+    # 300 million rows in under a megabyte, refused from the metadata at the default cap
+    huge = _parquet(tmp_path / "huge.parquet", 300_000_000)
+    assert huge.stat().st_size < 2 * 10**6
+    with pytest.raises(IngestError, match=r"holds 300,000,000 rows, beyond the 200,000,000"):
+        ingest(store, "huge", huge)
+    assert store.table_fingerprints() == before
+    # Below the caps the same kind of file loads.
+    small = _parquet(tmp_path / "small.parquet", 1000, users=100)
+    assert ingest(store, "small", small).dataset.n_events == 1000
+
+
+def test_the_page_refuses_a_gzip_bomb_with_a_message(tmp_path: Path, monkeypatch) -> None:
+    at = _data_page(tmp_path, monkeypatch)
+    monkeypatch.setenv("RECLENS_MAX_FILE_BYTES", str(50 * 10**6))
+    before = open_store(tmp_path / "app.duckdb").table_fingerprints()
+    bomb = _gzip_bomb(tmp_path / "bomb.csv.gz", 200 * 10**6)
+    at.file_uploader(key="events_upload").upload("bomb.csv.gz", bomb.read_bytes(), "text/csv")
+    at.run()
+    assert not at.exception, at.exception
+    assert "expands to more than 50 MB" in at.error[0].value
+    assert "ingest_button" not in [b.key for b in at.button]
+    assert open_store(tmp_path / "app.duckdb").table_fingerprints() == before
