@@ -11,11 +11,12 @@ from core import charts
 from core.checkpoint import CheckpointError
 from core.jobs import (
     RunStatus,
+    claim_model_name,
     collect_run,
-    free_model_name,
+    import_model,
+    importable_models,
     list_runs,
     model_warning,
-    resolve_model,
     start_run,
     stop_run,
 )
@@ -26,6 +27,8 @@ from core.train import PRESETS, VAL_SHARE, VAL_USERS_MIN, TrainConfig
 from pages.common import PENDING_MODEL, fmt_int, get_store, md_escape, require_dataset
 
 log = logging.getLogger("reclens.train")
+
+LOADED_MODEL = "loaded_model"  # (name, warnings) of the folder just loaded, shown once
 
 PRESET_HELP = {
     "fast": "small model, two epochs: about half a minute on the demo data (2 CPU cores)",
@@ -115,14 +118,27 @@ def start_section(dataset: str) -> None:
             help="auto: encode titles, categories and descriptions with the built-in "
             "all-MiniLM-L6-v2 when the dataset has them",
         )
+    slug, replace, confirm = slugify(name), False, True
+    try:
+        claim_model_name(get_store(), dataset, slug)
+    except StoreError as exc:
+        if get_store().model_owner(slug) == dataset:
+            replace = st.checkbox(
+                f"A model called '{md_escape(slug)}' already exists on this dataset: replace it "
+                "when the new one is saved",
+                key="replace_model",
+            )
+            confirm = replace
+        else:
+            st.caption(":material/block: " + md_escape(str(exc)[:1].upper() + str(exc)[1:]) + ".")
+            confirm = False
     running = [r for r in list_runs(get_store()) if r.state == "running"]
-    confirm = True
     if running:
         st.warning(
             f"{len(running)} run(s) already training. On a machine with few CPU cores a second "
             "run slows both down; consider waiting."
         )
-        confirm = st.checkbox("Start anyway", key="start_anyway")
+        confirm = st.checkbox("Start anyway", key="start_anyway") and confirm
     if not st.button("Start training", type="primary", disabled=not confirm, key="start_train"):
         return
     try:
@@ -144,7 +160,7 @@ def start_section(dataset: str) -> None:
         if config.hidden % config.heads:
             raise ValueError("the hidden size must be a multiple of the number of heads")
         with st.spinner("Preparing the data (and item text vectors)…"):
-            start_run(get_store(), dataset, config, name=slugify(name))
+            start_run(get_store(), dataset, config, name=slug, replace=replace)
     except (ValueError, StoreError, TextEncoderError) as exc:
         st.error(md_escape(str(exc)))
         return
@@ -270,39 +286,34 @@ def models_section(dataset: str) -> None:
         )
     else:
         st.info("No saved models yet.")
-    with st.expander("Load a model directory"):
-        folder = st.text_input(
-            "Path of a RecLens model directory",
-            key="load_dir",
-            help="A folder holding config.json, model.safetensors, items.json "
-            "and training.json, as written by RecLens",
-        )
-        if st.button("Load", key="load_model") and folder.strip():
-            try:
-                saved = resolve_model(get_store(), folder.strip())
-                if not get_store().find_dataset(saved.dataset):
-                    raise StoreError(
-                        f"this model was trained on dataset '{saved.dataset}', which is not in "
-                        "this database; load that dataset first"
-                    )
-                name = slugify(saved.name)
-                if get_store().model_owner(name) is not None:
-                    name = free_model_name(get_store(), name)  # an import replaces nothing
-                info = get_store().register_model(
-                    name,
-                    saved.dataset,
-                    str(saved.path),
-                    saved.training.get("config", {}),
-                    saved.training.get("metrics", {}),
-                )
-            except (CheckpointError, StoreError) as exc:
-                st.error(md_escape(str(exc)))
-                return
-            for warning in saved.warnings:
-                st.warning(md_escape(warning))
-            st.session_state[PENDING_MODEL] = info.name
-            st.success(f"Loaded {md_escape(info.name)}.")
-            st.rerun()
+    with st.expander("Load a saved model folder"):
+        _load_section()
+
+
+def _load_section() -> None:
+    """Register a model folder copied into the app's model home (never an arbitrary path)."""
+    store = get_store()
+    folders = importable_models(store)
+    st.caption(
+        "Copy a RecLens model folder (config.json, model.safetensors, items.json, "
+        "training.json) into the app's `models` folder, beside its database, to load it "
+        "here; `python -m core` loads one from any path."
+    )
+    if not folders:
+        st.info("No unregistered model folder in the app's models folder.")
+        return
+    cols = st.columns([3, 1], vertical_alignment="bottom")
+    folder = cols[0].selectbox("Model folder", folders, key="load_dir")
+    if not cols[1].button("Load", key="load_model"):
+        return
+    try:
+        model, warnings = import_model(store, folder)
+    except (CheckpointError, StoreError) as exc:
+        st.error(md_escape(str(exc)))
+        return
+    st.session_state[PENDING_MODEL] = model.name
+    st.session_state[LOADED_MODEL] = (model.name, warnings)
+    st.rerun()
 
 
 info = require_dataset()
@@ -318,6 +329,11 @@ st.caption(
     f"seen in training; the one before it is the validation target of {validating}. "
     "Validation NDCG@10 is full-ranking."
 )
+if LOADED_MODEL in st.session_state:
+    loaded, warnings = st.session_state.pop(LOADED_MODEL)
+    st.success(f"Loaded {md_escape(loaded)}; it is now the active model.")
+    for warning in warnings:
+        st.warning(md_escape(warning))
 start_section(info.name)
 runs_section()
 models_section(info.name)

@@ -168,11 +168,36 @@ def test_train_page_runs_a_tiny_model_and_makes_it_active(app: AppTest) -> None:
     assert open_store().find_model("tiny-demo") is not None
     app.button(key=next(b.key for b in app.button if b.key.startswith("use_"))).click().run()
     assert app.sidebar.selectbox(key="active_model_picker").value == "tiny-demo"
+    # The same name again: the page asks before a new run may replace it.
+    app.text_input(key="model_name").set_value("tiny-demo").run()
+    assert app.button(key="start_train").disabled
+    app.checkbox(key="replace_model").check().run()
+    assert not app.button(key="start_train").disabled
+    # A copy of its folder in the model home loads under a free name and becomes active.
+    import shutil
+
+    store = open_store()
+    source = Path(store.get_model("tiny-demo").path)
+    shutil.copytree(source, source.parent / "copied")
+    app.run()
+    app.selectbox(key="load_dir").set_value("copied").run()
+    app.button(key="load_model").click().run()
+    assert not app.exception, app.exception
+    assert any("Loaded tiny-demo-2" in s.value for s in app.success)
+    assert app.sidebar.selectbox(key="active_model_picker").value == "tiny-demo-2"
+    assert Path(store.get_model("tiny-demo").path) == source
 
 
-def test_train_page_loads_a_model_directory_and_rejects_a_bad_one(app: AppTest, tmp_path) -> None:
+def test_train_page_loads_a_model_folder_and_rejects_a_bad_one(app: AppTest, tmp_path) -> None:
     app.switch_page("pages/train.py").run()
-    app.text_input(key="load_dir").set_value(str(tmp_path)).run()
+    assert any("No unregistered model folder" in i.value for i in app.info)
+    # a folder copied into the model home (beside the database) is offered by name
+    junk = tmp_path / "models" / "junk"
+    junk.mkdir(parents=True)
+    (junk / "config.json").write_text("{}")
+    app.run()
+    assert app.selectbox(key="load_dir").options == ["junk"]
     app.button(key="load_model").click().run()
     assert not app.exception
     assert "is not a RecLens model" in app.error[0].value
+    assert open_store().list_models() == []

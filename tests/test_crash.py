@@ -370,7 +370,7 @@ def test_damaged_registered_model_gives_a_clear_error(
 def test_train_page_reports_a_truncated_model_without_a_traceback(
     killed_and_resumed, tmp_path: Path, monkeypatch
 ) -> None:
-    folder = tmp_path / "broken"
+    folder = tmp_path / "models" / "broken"  # the app's model home: beside its database
     shutil.copytree(killed_and_resumed["store"].get_model("crash-model").path, folder)
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:300])
@@ -384,7 +384,7 @@ def test_train_page_reports_a_truncated_model_without_a_traceback(
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     at.switch_page("pages/train.py").run()
-    at.text_input(key="load_dir").set_value(str(folder)).run()
+    at.selectbox(key="load_dir").set_value("broken").run()
     at.button(key="load_model").click().run()
     assert not at.exception, at.exception
     assert any("corrupt or truncated" in e.value for e in at.error), [e.value for e in at.error]
