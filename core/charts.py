@@ -1,7 +1,9 @@
 """Plotly figure builders: pure functions from data frames to labelled figures.
 
 Pages only place these figures; tests check them without a browser. Every chart
-labels its axes (with units) and says what it counts.
+labels its axes (with units) and says what it counts. Text that came from data (ids,
+titles, categories, event types) is escaped for Plotly here (:func:`core.escape.plotly`),
+so a title holding ``<a href>`` shows as written instead of as a link.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from core.escape import plotly as plotly_text
+from core.escape import plotly_values
+
 ACCENT = "#4C6EF5"
 _LAYOUT = dict(
     margin=dict(l=10, r=10, t=50, b=10),
@@ -18,6 +23,11 @@ _LAYOUT = dict(
     template="plotly_white",
     title_font_size=15,
 )
+
+
+def _escaped(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """A copy of ``frame`` whose text ``columns`` (those it has) are escaped for Plotly."""
+    return frame.assign(**{c: plotly_values(frame[c]) for c in columns if c in frame})
 
 
 def _empty(title: str, message: str) -> go.Figure:
@@ -107,6 +117,7 @@ def event_type_mix(frame: pd.DataFrame) -> go.Figure:
     title = "Event types"
     if frame.empty or (len(frame) == 1 and frame["event_type"].iloc[0] == "(none)"):
         return _empty(title, "No event type column was mapped.")
+    frame = _escaped(frame, "event_type")
     fig = px.bar(frame, x="events", y="event_type", orientation="h", title=title, text="events")
     fig.update_traces(
         marker_color=ACCENT, texttemplate="%{text:,}", textposition="outside", cliponaxis=False
@@ -126,6 +137,7 @@ def top_categories(frame: pd.DataFrame) -> go.Figure:
     title = "Top categories"
     if frame.empty:
         return _empty(title, "No item categories: upload an item file with categories.")
+    frame = _escaped(frame, "category")
     fig = px.bar(frame, x="events", y="category", orientation="h", title=title)
     fig.update_traces(marker_color=ACCENT)
     fig.update_layout(
@@ -342,7 +354,7 @@ def category_affinity(frame: pd.DataFrame, top: int = 12) -> go.Figure:
     title = "Category affinity: model vs history"
     if frame.empty:
         return _empty(title, "The items of this dataset have no categories.")
-    shown = frame.sort_values("affinity", ascending=False).head(top)
+    shown = _escaped(frame.sort_values("affinity", ascending=False).head(top), "category")
     fig = go.Figure()
     fig.add_trace(
         go.Bar(
@@ -393,6 +405,8 @@ def interest_drift(steps: pd.DataFrame, affinity: pd.DataFrame) -> go.Figure:
         row_heights=[0.65, 0.35] if with_cats else None,
         vertical_spacing=0.08,
     )
+    steps = _escaped(steps, "title", "item_id", "dominant")
+    affinity = _escaped(affinity, "category")
     hover = steps["title"].where(steps["title"].astype(bool), steps["item_id"])
     if with_cats:
         for i, (category, part) in enumerate(affinity.groupby("category", sort=False)):
@@ -456,6 +470,7 @@ def user_map(points: pd.DataFrame, selected: str | None = None, method: str = "p
     if points.empty:
         return _empty(title, "No users yet.")
     scatter = go.Scattergl if len(points) > 5000 else go.Scatter
+    points = _escaped(points, "user_id", "dominant")  # the page unescapes a clicked id
     fig = go.Figure()
     palette = px.colors.qualitative.Set2 + px.colors.qualitative.Pastel1
     for seg, part in points.groupby("segment", sort=True):
@@ -471,6 +486,7 @@ def user_map(points: pd.DataFrame, selected: str | None = None, method: str = "p
                 hoverinfo="text",
             )
         )
+    selected = None if selected is None else plotly_text(selected)
     if selected is not None and (points["user_id"] == selected).any():
         me = points[points["user_id"] == selected]
         fig.add_trace(
@@ -503,6 +519,7 @@ def explanation_bars(
     if frame.empty:
         return _empty(title, "An empty history: nothing to attribute.")
     colors = ["#2B8A3E" if c >= 0 else "#C92A2A" for c in frame["contribution"]]
+    frame = _escaped(frame, "label")
     fig = go.Figure(
         go.Bar(x=frame["contribution"], y=frame["label"], orientation="h", marker_color=colors)
     )
@@ -526,7 +543,7 @@ def history_timeline(frame: pd.DataFrame) -> go.Figure:
     title = "History timeline"
     if frame.empty:
         return _empty(title, "No events for this user.")
-    data = frame.copy()
+    data = _escaped(frame, "category", "event_type", "title", "item_id")
     category = data["category"] if "category" in data else pd.Series("", index=data.index)
     category = category.fillna("").astype(str)
     data["event_type"] = (

@@ -26,6 +26,7 @@ dataset fingerprint, so a retrained model or a changed dataset never reuses them
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -412,6 +413,33 @@ def user_map(
             }
         )
     return UserMap(points, pd.DataFrame(rows), method)
+
+
+MAP_POINTS = 5_000  # points the map sends to a browser (RECLENS_MAP_POINTS)
+
+
+def map_points_limit() -> int:
+    """How many users the map draws at most: ``RECLENS_MAP_POINTS``, else :data:`MAP_POINTS`."""
+    raw = os.environ.get("RECLENS_MAP_POINTS", "").strip()
+    return max(1, int(raw)) if raw.isdigit() else MAP_POINTS
+
+
+def map_sample(
+    points: pd.DataFrame, limit: int = MAP_POINTS, keep: str | None = None, seed: int = 0
+) -> pd.DataFrame:
+    """At most ``limit`` of the map's points: all of them when they fit, else a fixed
+    random sample (the same on every rerun, so the map does not jump) that always holds
+    user ``keep``. Segments and counts are computed on every user; only the drawing is
+    sampled, because a browser slows down with tens of thousands of points.
+    """
+    if len(points) <= limit:
+        return points
+    chosen = points.sample(n=limit, random_state=seed)
+    if keep is not None and not (chosen["user_id"] == keep).any():
+        mine = points[points["user_id"] == keep]
+        if len(mine):
+            chosen = pd.concat([chosen.iloc[: limit - 1], mine])
+    return chosen.sort_index()
 
 
 # --------------------------------------------------------------------------- neighbours

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from core import escape
 from core.demo import load_demo
 from core.jobs import data_home, free_model_name, lost_model_message, start_run
 from core.store import DatasetInfo, Store, open_store
@@ -26,23 +26,8 @@ ACTIVE_DATASET = "active_dataset"
 # (a widget's own key cannot be changed once the widget has been drawn).
 PENDING_DATASET = "pending_dataset"
 
-_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()<>#|~$])")
-_LINE_START = re.compile(r"^(\s*)([-+]|\d+\.)", re.MULTILINE)
-
-
-def md_escape(text: str) -> str:
-    """Escape Markdown (and so HTML) in text that came from data or a file.
-
-    Hyphens and dots only mean something at the start of a line (lists), so only
-    there are they escaped: ``"tiny-demo"`` stays readable in the source too.
-    """
-    escaped = _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
-
-    def neutralise(match: re.Match) -> str:
-        marker = match.group(2)
-        return match.group(1) + (marker[:-1] + "\\." if marker.endswith(".") else "\\" + marker)
-
-    return _LINE_START.sub(neutralise, escaped)
+# Text from data in Markdown (messages, captions, metrics, labels): one helper, in core.
+md_escape = escape.markdown
 
 
 @st.cache_resource(show_spinner="Opening the database…")

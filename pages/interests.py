@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import streamlit as st
 
 from core import charts, interests
@@ -65,8 +67,11 @@ def _select_from_map() -> None:
         return
     custom = points_[0].get("customdata")
     user = custom[0] if isinstance(custom, list | tuple) and custom else custom
-    if user is not None and data.user_number(str(user)) is not None:
-        st.session_state[SELECTED_USER] = str(user)
+    if user is None:
+        return
+    user = html.unescape(str(user))  # the chart carries ids escaped for Plotly
+    if data.user_number(user) is not None:
+        st.session_state[SELECTED_USER] = user
 
 
 def _select_from_segment() -> None:
@@ -96,12 +101,18 @@ with left:
     st.caption("…or click a point on the map.")
 user = current_user(data)
 with right:
+    shown = interests.map_sample(points, interests.map_points_limit(), keep=user)
     st.plotly_chart(
-        charts.user_map(points, selected=user, method=method),
+        charts.user_map(shown, selected=user, method=method),
         key=MAP_KEY,
         on_select=_select_from_map,
         selection_mode="points",
     )
+    if len(shown) < len(points):
+        st.caption(
+            f"Showing {fmt_int(len(shown))} of {fmt_int(len(points))} users: a fixed random "
+            "sample (with the chosen user), so the browser stays fast; segments count everyone."
+        )
 
 history = data.history_ids(user)
 row = points[points["user_id"] == user]
@@ -115,7 +126,7 @@ m[2].metric("Segment", "—" if seg is None else str(seg))
 if has_categories:
     m[3].metric(
         "Dominant category",
-        str(row["dominant"].iloc[0]) if len(row) and row["dominant"].iloc[0] else "—",
+        md_escape(row["dominant"].iloc[0]) if len(row) and row["dominant"].iloc[0] else "—",
     )
 
 # --------------------------------------------------------------------------- planted (demo)
@@ -133,10 +144,10 @@ if not truth.empty:
             c = st.columns(3)
             # a list of several categories: as text, which wraps (a metric would cut it)
             c[0].markdown(f"Planted interests  \n**{md_escape(str(r['planted']))}**")
-            c[1].metric("Planted final interest", str(r["planted_final"]))
+            c[1].metric("Planted final interest", md_escape(r["planted_final"]))
             c[2].metric(
                 "Recovered (end of history)",
-                str(r["recovered"]),
+                md_escape(r["recovered"]),
                 delta="match" if r["match"] else "differs",
                 delta_color="normal" if r["match"] else "inverse",
             )

@@ -58,7 +58,7 @@ class Shape:
         mapping: which column plays which role.
         items: the item file, or None for none.
         item_mapping: its roles.
-        has_time, has_titles, has_categories: what the loaded dataset should have.
+        has_time, has_titles, has_categories, has_types: what the loaded dataset should have.
         text_encoder: the training setting (``auto`` exercises item text).
     """
 
@@ -70,6 +70,7 @@ class Shape:
     has_time: bool = True
     has_titles: bool = False
     has_categories: bool = False
+    has_types: bool = False
     text_encoder: str = "none"
     notes: list[str] = field(default_factory=list)
 
@@ -339,6 +340,45 @@ def odd_ids() -> Shape:
     )
 
 
+# Markup a page or a chart would act on if it reached them unescaped (tests/test_security.py).
+MARKUP = [
+    "<a href='http://evil.example/'>click</a>",
+    "**bold**",
+    "![img](http://evil.example/i.png)",
+    "&lt;b&gt;",
+    "<span style='color:red'>red</span>",
+]
+
+
+def markup() -> Shape:
+    """Ids, titles, categories and event types that hold Markdown, HTML and entities."""
+    rng = np.random.default_rng(11)
+    users = [f"{MARKUP[u % len(MARKUP)]} u{u}" for u in range(30)]
+    items = [f"{MARKUP[i % len(MARKUP)]} i{i}" for i in range(20)]
+    log = _walks(rng, users, rng.integers(4, 11, len(users)), items)
+    log["time"] = T0 + 3600 * log["step"] + 7 * np.arange(len(log))
+    log["type"] = [MARKUP[0].replace("click", "view") if k % 3 else "**cart**" for k in log.index]
+    catalog = pd.DataFrame(
+        {
+            "id": items,
+            "name": [f"Title {MARKUP[(k + 1) % len(MARKUP)]} {k}" for k in range(len(items))],
+            "cats": [
+                f"{MARKUP[k % len(MARKUP)]}|{MARKUP[(k + 2) % len(MARKUP)]}" for k in range(20)
+            ],
+        }
+    )
+    return Shape(
+        "markup",
+        log[["user", "item", "time", "type"]],
+        EventMapping(user="user", item="item", time="time", type="type"),
+        catalog,
+        ItemMapping(item="id", title="name", categories="cats"),
+        has_titles=True,
+        has_categories=True,
+        has_types=True,
+    )
+
+
 def ids_only_changed() -> Shape:
     """New data for ``ids_only`` (the same columns): other users' walks, five users fewer,
     four items more, as a re-export of the log some weeks later would be."""
@@ -366,6 +406,7 @@ SHAPES: dict[str, Callable[[], Shape]] = {
         heavy_user,
         two_items,
         odd_ids,
+        markup,
     )
 }
 

@@ -147,3 +147,19 @@ def test_pages_point_to_the_train_page_without_a_model(tmp_path, start_app) -> N
         app.switch_page(page).run()
         assert not app.exception, app.exception
         assert any("Train" in i.value for i in app.info), page
+
+
+def test_the_map_draws_a_stated_sample_of_users(app, monkeypatch) -> None:
+    monkeypatch.setenv("RECLENS_MAP_POINTS", "100")
+    app = _page(app, "pages/interests.py")
+    assert any("Showing 100 of 300 users" in c.value for c in app.caption)
+    chart = next(c for c in app.get("plotly_chart") if c.proto.selection_mode)
+    traces = json.loads(chart.proto.spec)["data"]
+    drawn = [u for t in traces if t["name"].startswith("segment") for (u,) in t["customdata"]]
+    assert len(drawn) == 100 and "u00001" in drawn  # the chosen user is always drawn
+    # the segments still count every user
+    segments = next(d.value for d in app.dataframe if "top_categories" in d.value.columns)
+    assert segments["users"].sum() == 300
+    monkeypatch.delenv("RECLENS_MAP_POINTS")
+    app = _page(app, "pages/interests.py")
+    assert not any("Showing" in c.value for c in app.caption)

@@ -73,9 +73,10 @@ def _check_data(app: AppTest, shape: Shape) -> None:
     assert labels["Users"] == f"{info.n_users:,}" and labels["Events"] == f"{info.n_events:,}"
     assert _has(app.info, NO_TIME) != shape.has_time
     assert _has(app.info, NO_CATEGORIES) != shape.has_categories
-    assert _has(app.info, NO_TYPES)  # no shape maps an event type
-    # one chart per figure there is something to draw for
-    expected = 2 + shape.has_time + shape.has_categories  # per user, long tail (+time, +cats)
+    assert _has(app.info, NO_TYPES) != shape.has_types
+    # one chart per figure there is something to draw for: per user, long tail (+time,
+    # +categories, +event types)
+    expected = 2 + shape.has_time + shape.has_categories + shape.has_types
     assert len(app.get("plotly_chart")) == expected
     events = next(f for f in _frames(app) if "pos" in f.columns)
     assert len(events) > 0

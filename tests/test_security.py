@@ -347,3 +347,72 @@ def test_the_page_refuses_a_gzip_bomb_with_a_message(tmp_path: Path, monkeypatch
     assert "expands to more than 50 MB" in at.error[0].value
     assert "ingest_button" not in [b.key for b in at.button]
     assert open_store(tmp_path / "app.duckdb").table_fingerprints() == before
+
+
+# --------------------------------------------------------------------------- markup from data
+
+
+def _strings(node) -> list[str]:
+    """Every string inside a Plotly figure's JSON."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return []
+
+
+_PLOTLY_TAG = re.compile(r"<(a|span|img)\b", re.I)  # px itself writes <b> and <br>
+
+
+def test_markup_in_ids_titles_categories_and_types_is_escaped_everywhere(
+    tmp_path: Path, start_app
+) -> None:
+    """Markdown and HTML from data reach no page and no chart as markup: every piece of
+    text Streamlit renders as Markdown holds the payloads only escaped, and every
+    string in every figure has its tags and entities escaped for Plotly."""
+    from shapes import MARKUP, copy_of_shape
+
+    at = start_app(copy_of_shape("markup", tmp_path), 180)
+    seen_in_charts, seen_in_text, charts_per_page = 0, 0, {}
+    for page in ("home", "data", "train", "interests", "recommendations", "metrics", "metrics"):
+        at.switch_page(f"pages/{page}.py").run()
+        if page == "interests":  # a click on the map picks a user whose id holds markup
+            from test_app_interests import _click_map
+
+            from core.escape import plotly as plotly_text
+
+            clicked = f"{MARKUP[0]} u5"
+            at = _click_map(at, plotly_text(clicked))  # what the chart sends back
+            assert at.session_state["selected_user"] == clicked
+        if page == "metrics" and "run_eval" in [b.key for b in at.button]:
+            at.button(key="run_eval").click().run()  # the second visit shows its charts
+        assert not at.exception, (page, at.exception)
+        assert not at.error, (page, [e.value for e in at.error])
+        texts = [
+            e.value
+            for kind in ("markdown", "caption", "title", "header", "subheader")
+            for e in getattr(at, kind)
+        ]
+        texts += [
+            e.value for kind in ("success", "info", "warning", "error") for e in getattr(at, kind)
+        ]
+        texts += [str(m.label) for m in at.metric] + [str(m.value) for m in at.metric]
+        for widget in ("checkbox", "radio", "button", "expander", "tabs"):
+            texts += [str(getattr(w, "label", "")) for w in getattr(at, widget, [])]
+        texts += [str(o) for r in at.radio for o in r.options]
+        for body in texts:
+            for payload in MARKUP + ["http://"]:
+                assert payload not in body, (page, payload, body)
+            seen_in_text += "\\*\\*bold\\*\\*" in body or "\\<a href" in body
+        charts_per_page[page] = len(at.get("plotly_chart"))
+        for chart in at.get("plotly_chart"):
+            strings = _strings(json.loads(chart.proto.spec))
+            for text in strings:
+                assert not _PLOTLY_TAG.search(text), (page, text)
+                assert "&lt;b&gt;" not in text.replace("&amp;lt;b&amp;gt;", ""), (page, text)
+            seen_in_charts += sum("&lt;a href" in t for t in strings)
+    # the data did reach the pages and the charts, escaped
+    assert seen_in_text > 0 and seen_in_charts > 0
+    assert charts_per_page["metrics"] >= 5 and charts_per_page["interests"] >= 4

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import charts, tables
+from core import charts, escape, tables
 from core.recommend import because_of
 from core.tables import (
     category_list,
@@ -25,7 +25,7 @@ from core.tables import (
 MISSING = [None, pd.NA, float("nan"), np.nan, pd.NaT, [], np.array([], dtype=object), ()]
 
 
-@pytest.mark.parametrize("module", [tables, charts], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [tables, charts, escape], ids=lambda m: m.__name__)
 def test_the_docstring_examples(module) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
