@@ -13,7 +13,11 @@ import html
 import re
 from typing import Any
 
-_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()<>#|~$!&:@])")
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()<>#|~$])")
+# Characters that act only next to something: ":" before a word (a URL scheme, an emoji
+# or icon shortcode, a colour directive), "@" inside an e-mail address, "&" opening an
+# entity, "www." starting a link. Only there are they escaped.
+_CONTEXTUAL = re.compile(r"(:(?=\S)|(?<=\S)@(?=\S)|&(?=#?\w+;))")
 _LINE_START = re.compile(r"^(\s*)([-+=]|\d+\.)", re.MULTILINE)
 _WWW = re.compile(r"(?i)\b(www)\.")
 
@@ -21,20 +25,22 @@ _WWW = re.compile(r"(?i)\b(www)\.")
 def markdown(text: Any) -> str:
     r"""``text`` as Markdown that renders as exactly that text.
 
-    Every character Markdown or HTML gives a meaning is backslash-escaped, including
-    ``&`` (so ``&lt;`` stays ``&lt;``), ``:`` and ``@`` (so a bare URL or e-mail address
-    is no link) and ``www.``; hyphens, pluses and dots only mean something at the start
-    of a line (lists, headings), so only there are they escaped: ``"tiny-demo"`` stays
-    readable in the source too.
+    Every character Markdown or HTML gives a meaning is backslash-escaped; ``:``, ``@``
+    and ``&`` where they would start a link, a shortcode or an entity (so a bare URL or
+    e-mail address is no link and ``&lt;`` stays ``&lt;``), and ``www.``; hyphens,
+    pluses and dots only mean something at the start of a line (lists, headings), so
+    only there are they escaped: ``"tiny-demo"`` and ``"figures: 100"`` stay readable
+    in the source too.
 
     >>> markdown("**bold** <a href='x'>")
     "\\*\\*bold\\*\\* \\<a href='x'\\>"
-    >>> markdown("see http://x or www.x.org, &lt;")
-    'see http\\://x or www\\.x.org, \\&lt;'
+    >>> markdown("see http://x, a@b.org or www.x.org, &lt; :red[x]; note: fine")
+    'see http\\://x, a\\@b.org or www\\.x.org, \\&lt; \\:red\\[x\\]; note: fine'
     >>> markdown("- item")
     '\\- item'
     """
     escaped = _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+    escaped = _CONTEXTUAL.sub(r"\\\1", escaped)
     escaped = _WWW.sub(r"\1\\.", escaped)
 
     def neutralise(match: re.Match) -> str:

@@ -21,6 +21,7 @@ slower, for little gain on an idle one.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -344,9 +345,10 @@ class RunStatus:
     folder: Path
     job: dict[str, Any]
     progress: list[dict[str, Any]]
-    state: str  # "running", "finished", "stopped", "failed", "lost"
+    state: str  # "queued", "running", "finished", "stopped", "failed", "lost"
     result: dict[str, Any] | None
     error: str | None
+    queued: float | None = None  # when it joined the queue (state "queued")
 
     @property
     def last(self) -> dict[str, Any] | None:
@@ -378,14 +380,59 @@ def start_run(
     """
     if resume_run:
         folder = runs_dir(store) / resume_run
-        job = json.loads((folder / "job.json").read_text())
         (folder / "stop").unlink(missing_ok=True)
         (folder / "error.txt").unlink(missing_ok=True)
-        _spawn(folder, resume=True, nproc=job.get("nproc", 1))
+        _enqueue(folder, resume=True)
         return resume_run
     folder = prepare_run(store, dataset, config, name, nproc=nproc, replace=replace)
-    _spawn(folder, resume=False, nproc=nproc)
+    _enqueue(folder, resume=False)
     return folder.name
+
+
+# A run waits in the queue (state "queued") while max_parallel_runs() others train: on
+# a machine with few cores two runs at once take longer than one after the other.
+QUEUED = "queued"
+
+
+def max_parallel_runs() -> int:
+    """How many background runs may train at once: ``RECLENS_MAX_RUNS``, default 1."""
+    raw = os.environ.get("RECLENS_MAX_RUNS", "").strip()
+    return max(1, int(raw)) if raw.isdigit() else 1
+
+
+def _enqueue(folder: Path, resume: bool) -> None:
+    """Put a prepared run in the queue and start it at once when a slot is free."""
+    (folder / QUEUED).write_text(json.dumps({"resume": resume, "since": time.time()}))
+    _advance(folder.parent)
+
+
+def advance_queue(store: Store) -> list[str]:
+    """Start queued runs, oldest first, while fewer than :func:`max_parallel_runs`
+    train; returns the ids started. A worker calls this as it exits, and the Train page
+    on every poll (a killed worker cannot)."""
+    return _advance(runs_dir(store))
+
+
+def _advance(runs: Path, exiting: str | None = None) -> list[str]:
+    """:func:`advance_queue` on the runs folder ``runs``; ``exiting`` is the run of a
+    worker that is ending (still alive, but no longer training)."""
+    if not runs.is_dir():
+        return []
+    started: list[str] = []
+    with open(runs / ".queue.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process at a time counts and starts runs
+        statuses = _list_runs(runs)
+        training = sum(r.state == "running" and r.run_id != exiting for r in statuses)
+        waiting = sorted((r for r in statuses if r.state == "queued"), key=lambda r: r.queued)
+        for run in waiting[: max(0, max_parallel_runs() - training)]:
+            try:
+                marker = json.loads((run.folder / QUEUED).read_text())
+            except (OSError, ValueError):  # taken out of the queue meanwhile
+                continue
+            _spawn(run.folder, resume=bool(marker.get("resume")), nproc=run.job.get("nproc", 1))
+            (run.folder / QUEUED).unlink()
+            started.append(run.run_id)
+    return started
 
 
 def prepare_run(
@@ -411,7 +458,9 @@ def prepare_run(
     )
     out = Path(out_dir) if out_dir else model_home(store) / name
     check_replaceable(out)
-    run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    now = time.time()  # ids sort by creation, to the millisecond: the page lists newest first
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"{now % 1:.3f}"[1:]
+    run_id = run_id or f"{stamp}-{uuid.uuid4().hex[:6]}"
     folder = runs_dir(store) / run_id
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("stop", "error.txt", "result.json", "stopped", "progress.jsonl"):
@@ -512,8 +561,11 @@ def _spawn(folder: Path, resume: bool, nproc: int = 1) -> None:
 
 
 def stop_run(store: Store, run_id: str) -> None:
-    """Ask a run to stop after its current step group (it stays resumable)."""
-    (runs_dir(store) / run_id / "stop").write_text("stop")
+    """Ask a run to stop after its current step group, or take it out of the queue (it
+    stays resumable either way)."""
+    folder = runs_dir(store) / run_id
+    (folder / "stop").write_text("stop")
+    (folder / QUEUED).unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -530,7 +582,11 @@ def _alive(pid: int) -> bool:
 
 def run_status(store: Store, run_id: str) -> RunStatus:
     """Read a run's folder: job, progress, state."""
-    folder = runs_dir(store) / run_id
+    return _run_status(runs_dir(store) / run_id)
+
+
+def _run_status(folder: Path) -> RunStatus:
+    run_id = folder.name
     job = json.loads((folder / "job.json").read_text())
     progress = []
     if (folder / "progress.jsonl").exists():
@@ -544,26 +600,46 @@ def run_status(store: Store, run_id: str) -> RunStatus:
         result = json.loads((folder / "result.json").read_text())
     error = (folder / "error.txt").read_text() if (folder / "error.txt").exists() else None
     pid = int((folder / "pid").read_text()) if (folder / "pid").exists() else 0
+    queued = _queued_since(folder)
     if result:
         state = "stopped" if result.get("interrupted") else "finished"
     elif error:
         state = "failed"
     elif pid and _alive(pid):
         state = "running"
+    elif queued is not None:
+        state = "queued"
     elif (folder / "stop").exists():
         state = "stopped"
     else:
         state = "lost"
-    return RunStatus(run_id, folder, job, progress, state, result, error)
+    return RunStatus(run_id, folder, job, progress, state, result, error, queued)
+
+
+def _queued_since(folder: Path) -> float | None:
+    """When the run joined the queue, or None when it is not queued."""
+    try:
+        return float(json.loads((folder / QUEUED).read_text())["since"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def list_runs(store: Store) -> list[RunStatus]:
     """Every run folder, newest first."""
-    folder = runs_dir(store)
+    return _list_runs(runs_dir(store))
+
+
+def _list_runs(folder: Path) -> list[RunStatus]:
     if not folder.exists():
         return []
     ids = sorted((p.name for p in folder.iterdir() if (p / "job.json").exists()), reverse=True)
-    return [run_status(store, run_id) for run_id in ids]
+    return [_run_status(folder / run_id) for run_id in ids]
+
+
+def queue_position(runs: list[RunStatus], run: RunStatus) -> int:
+    """1 for the next queued run to start, 2 for the one after it..."""
+    waiting = sorted((r for r in runs if r.state == "queued"), key=lambda r: r.queued or 0)
+    return 1 + [r.run_id for r in waiting].index(run.run_id)
 
 
 def collect_run(store: Store, status: RunStatus) -> ModelInfo | None:
@@ -647,7 +723,12 @@ def _worker(folder: Path, resume: bool) -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    code = _worker(Path(sys.argv[1]), "--resume" in sys.argv[2:])
+    run_folder = Path(sys.argv[1])
+    try:
+        code = _worker(run_folder, "--resume" in sys.argv[2:])
+    finally:
+        if int(os.environ.get("RANK", "0")) == 0:
+            _advance(run_folder.parent, exiting=run_folder.name)  # the next queued run
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     sys.exit(code)

@@ -637,12 +637,3 @@ def export_top_k(
         "k": int(k),
         "seconds": round(time.perf_counter() - started, 2),
     }
-
-
-def export_bytes(
-    data: ModelData, k: int = 20, fmt: str = "csv", exclude_seen: bool = True
-) -> bytes:
-    """The export file's content, for a download button."""
-    buffer = io.BytesIO()
-    write_table(top_k_table(data, k, exclude_seen), buffer, fmt)
-    return buffer.getvalue()

@@ -22,13 +22,14 @@ log = logging.getLogger("reclens.uploads")
 PREFIX = "reclens-upload-"
 
 
-def sweep(home: str | Path) -> int:
-    """Delete every spooled upload under ``home``; returns how many. Call at start-up."""
+def sweep(home: str | Path, prefix: str = PREFIX) -> int:
+    """Delete every spooled upload (or other session file folder named ``prefix``...)
+    under ``home``; returns how many. Call at start-up."""
     home = Path(home)
     if not home.is_dir():
         return 0
     removed = 0
-    for folder in home.glob(PREFIX + "*"):
+    for folder in home.glob(prefix + "*"):
         if folder.is_dir() and not folder.is_symlink():
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1

@@ -14,6 +14,7 @@ import streamlit as st
 
 from core import escape
 from core.demo import load_demo
+from core.exports import PREFIX as EXPORT_PREFIX
 from core.jobs import data_home, free_model_name, lost_model_message, start_run
 from core.store import DatasetInfo, Store, open_store
 from core.train import TrainConfig
@@ -34,9 +35,10 @@ md_escape = escape.markdown
 def get_store() -> Store:
     """The process-wide store; a new database gets the demo dataset on first start."""
     store = open_store()
-    swept = sweep(upload_home(store))  # no session holds an upload before this runs
+    # No session holds an upload or an export before this runs.
+    swept = sweep(upload_home(store)) + sweep(export_home(store), EXPORT_PREFIX)
     if swept:
-        log.info("deleted %d uploaded file(s) left by an earlier run", swept)
+        log.info("deleted %d uploaded or exported file(s) left by an earlier run", swept)
     if not store.list_datasets():
         load_demo(store, "demo")
         if os.environ.get("RECLENS_AUTOTRAIN", "1") != "0" and not store.list_models():
@@ -53,6 +55,11 @@ def get_store() -> Store:
 def upload_home(store: Store) -> Path:
     """Where the page keeps its private copies of uploads (``uploads/`` beside the database)."""
     return data_home(store) / "uploads"
+
+
+def export_home(store: Store) -> Path:
+    """Where the page writes exports before they are downloaded (``exports/``)."""
+    return data_home(store) / "exports"
 
 
 def datasets() -> list[DatasetInfo]:

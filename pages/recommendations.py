@@ -7,17 +7,17 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, interests
+from core.exports import ExportJob
 from core.recommend import (
     SIDE_BASELINES,
     baseline_list,
     because_of,
     explain,
-    export_bytes,
     item_index,
     recommend,
 )
 from core.tables import drop_empty_columns
-from pages.common import fmt_int, md_escape, require_dataset
+from pages.common import export_home, fmt_int, get_store, md_escape, require_dataset
 from pages.insights import current_user, item_label, require_model, side_baseline, user_search
 
 WHATIF = "whatif_history"  # the edited history (item ids, oldest first)
@@ -109,6 +109,35 @@ def show_explanation(top: pd.DataFrame, reasons: dict[str, pd.DataFrame], key: s
 
 
 SHOWN = ["rank", "title", "item_id", "categories", "score", "popularity_rank", "because of"]
+
+
+@st.fragment(run_every=1)
+def _export_progress(job: ExportJob) -> None:
+    """The running export's progress, polled every second; the page redraws when it ends."""
+    if job.done:
+        st.rerun()
+    st.progress(job.fraction, text=f"Exporting in the background: {job.message}…")
+
+
+def _export_panel(job: ExportJob) -> None:
+    """Progress while the export runs, then its download (read from disk when clicked)."""
+    if not job.done:
+        _export_progress(job)
+    elif job.error:
+        st.error(md_escape(job.error))
+    else:
+        done = job.result
+        st.download_button(
+            f"Download top-{done['k']} for {fmt_int(done['users'])} users "
+            f"({done['format']}, {fmt_int(done['rows'])} rows)",
+            job.read,
+            file_name=job.path.name,
+            mime="text/csv" if done["format"] == "csv" else "application/octet-stream",
+            key="export_download",
+            on_click="ignore",
+        )
+
+
 tab_list, tab_whatif, tab_base, tab_export = st.tabs(
     ["Top-K with explanations", "What-if", "Versus a baseline", "Export"]
 )
@@ -278,21 +307,23 @@ with tab_export:
     e = st.columns(3)
     fmt = e[0].radio("Format", ["csv", "parquet"], horizontal=True, key="export_format")
     ek = e[1].number_input("K per user", 1, 200, 20, key="export_k")
+    wanted = (name, fmt, int(ek), exclude_seen)
     if e[2].button("Prepare the file", key="export_prepare"):
-        with st.spinner(f"Ranking {fmt_int(data.histories.n_users)} users…"):
-            st.session_state[EXPORT] = (
-                (name, fmt, int(ek), exclude_seen),
-                export_bytes(data, int(ek), fmt, exclude_seen),
-            )
-    ready = st.session_state.get(EXPORT)
-    if ready and ready[0] == (name, fmt, int(ek), exclude_seen):
-        st.download_button(
-            f"Download top-{int(ek)} for {fmt_int(data.histories.n_users)} users ({fmt})",
-            ready[1],
-            file_name=f"{name}-top{int(ek)}.{fmt}",
-            mime="text/csv" if fmt == "csv" else "application/octet-stream",
-            key="export_download",
+        previous = st.session_state.pop(EXPORT, None)
+        if previous is not None:
+            previous.discard()
+        st.session_state[EXPORT] = ExportJob(
+            data,
+            export_home(get_store()),
+            f"{name}-top{int(ek)}",
+            int(ek),
+            fmt,
+            exclude_seen,
+            key=wanted,
         )
+    job = st.session_state.get(EXPORT)
+    if job is not None and job.key == wanted:
+        _export_panel(job)
     st.caption(
         "For large datasets the command line is faster to script: "
         "`python -m core export --model NAME --out top.parquet --k 20`."

@@ -11,12 +11,15 @@ from core import charts
 from core.checkpoint import CheckpointError
 from core.jobs import (
     RunStatus,
+    advance_queue,
     claim_model_name,
     collect_run,
     import_model,
     importable_models,
     list_runs,
+    max_parallel_runs,
     model_warning,
+    queue_position,
     start_run,
     stop_run,
 )
@@ -132,14 +135,17 @@ def start_section(dataset: str) -> None:
         else:
             st.caption(":material/block: " + md_escape(str(exc)[:1].upper() + str(exc)[1:]) + ".")
             confirm = False
-    running = [r for r in list_runs(get_store()) if r.state == "running"]
-    if running:
-        st.warning(
-            f"{len(running)} run(s) already training. On a machine with few CPU cores a second "
-            "run slows both down; consider waiting."
+    states = [r.state for r in list_runs(get_store())]
+    busy = states.count("running") >= max_parallel_runs() or "queued" in states
+    if busy:
+        st.caption(
+            f":material/schedule: {states.count('running')} run(s) training, "
+            f"{states.count('queued')} waiting: this one joins the queue and starts by itself "
+            "when the runs before it end (one run at a time trains fastest on few CPU cores; "
+            "RECLENS_MAX_RUNS allows more)."
         )
-        confirm = st.checkbox("Start anyway", key="start_anyway") and confirm
-    if not st.button("Start training", type="primary", disabled=not confirm, key="start_train"):
+    label = "Queue training" if busy else "Start training"
+    if not st.button(label, type="primary", disabled=not confirm, key="start_train"):
         return
     try:
         config = TrainConfig.from_preset(
@@ -164,16 +170,25 @@ def start_section(dataset: str) -> None:
     except (ValueError, StoreError, TextEncoderError) as exc:
         st.error(md_escape(str(exc)))
         return
-    st.toast("Training started in the background")
+    st.toast("Training queued" if busy else "Training started in the background")
     st.rerun()
 
 
-def _run_panel(run: RunStatus) -> None:
+def _run_panel(run: RunStatus, runs: list[RunStatus]) -> None:
     job, last = run.job, run.last
     title = f"**{md_escape(job['name'])}** on {md_escape(job['dataset'])} · {run.state}"
     with st.container(border=True):
         st.markdown(title)
-        if run.state == "running":
+        if run.state == "queued":
+            place = queue_position(runs, run)
+            st.caption(
+                f":material/schedule: Waiting: number {place} in the queue; it starts by "
+                "itself when the run before it ends."
+            )
+            if st.button("Remove from the queue", key=f"unqueue_{run.run_id}"):
+                stop_run(get_store(), run.run_id)
+                st.rerun()
+        elif run.state == "running":
             if last:
                 done = ((last["epoch"] - 1) * last["steps_per_epoch"] + last["step"]) / max(
                     1, last["epochs"] * last["steps_per_epoch"]
@@ -242,7 +257,9 @@ def _memory_ndcg(result: dict | None) -> float | None:
 @st.fragment(run_every=2)
 def runs_section() -> None:
     """Live view of the latest runs (polls the run folders every 2 s)."""
-    runs = list_runs(get_store())[:5]
+    advance_queue(get_store())  # a worker starts the next run as it ends; a killed one cannot
+    every = list_runs(get_store())
+    runs = every[:5] + [r for r in every[5:] if r.state in ("queued", "running")]
     running = {r.run_id for r in runs if r.state == "running"}
     was_running = st.session_state.get("runs_running", set())
     st.session_state["runs_running"] = running
@@ -258,7 +275,7 @@ def runs_section() -> None:
         st.info("No training runs yet: start one above.")
         return
     for run in runs:
-        _run_panel(run)
+        _run_panel(run, every)
 
 
 def models_section(dataset: str) -> None:

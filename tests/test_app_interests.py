@@ -15,6 +15,7 @@ from core.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180
+LIMIT_S = 300  # a bound against a hung export, never a speed requirement
 
 
 @pytest.fixture
@@ -131,10 +132,23 @@ def test_recommendations_page_list_what_if_baseline_and_export(app) -> None:
     assert len(markov) == 10 and markov["score"].max() < 1 < lists[1]["score"].max()
     assert any(m.value.startswith("**Markov") for m in app.markdown)
 
-    # export
+    # export: it ranks in the background (progress), then offers the file
     app.button(key="export_prepare").click().run()
     assert not app.exception, app.exception
-    assert app.get("download_button")
+    job = app.session_state["export_file"]
+    assert job.wait(LIMIT_S) and job.error is None
+    app.run()
+    (button,) = app.get("download_button")
+    assert "Download top-20 for 300 users (csv, 6,000 rows)" in button.proto.label
+    lines = job.read().decode().splitlines()
+    assert lines[0] == '"user_id","rank","item_id","score"' and len(lines) == 1 + 300 * 20
+    first = job.path
+    assert first.parent.parent == Path(app.session_state["export_file"].path).parent.parent
+    app.number_input(key="export_k").set_value(5).run()
+    assert not app.get("download_button")  # the file on offer is for other settings
+    app.button(key="export_prepare").click().run()
+    assert app.session_state["export_file"].wait(LIMIT_S)
+    assert not first.exists()  # the previous export's file is deleted
 
 
 def test_pages_point_to_the_train_page_without_a_model(tmp_path, start_app) -> None:

@@ -105,3 +105,54 @@ def test_sessions_read_while_one_ingests_and_a_worker_trains(tmp_path: Path, mon
     assert status.state == "finished", status.error
     assert collect_run(store, status).name == "busy-model"
     assert store.get_dataset("busy").n_events == 60_000
+
+
+def _wait(condition, what: str) -> None:
+    deadline = time.monotonic() + LIMIT
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_runs_wait_in_a_queue_and_start_one_after_another(
+    tmp_path: Path, start_app, monkeypatch
+) -> None:
+    """One run trains at a time: the next one waits (the Train page shows it queued) and
+    the ending worker starts it, with no page open; a queued run can be taken out."""
+    from core.jobs import list_runs, stop_run
+
+    db = tmp_path / "queue.duckdb"
+    seed = Store(db)
+    load_demo(seed, "demo", n_users=200)
+    seed.close()
+    store = open_store(db)
+    tiny = dict(hidden=16, layers=1, heads=2, max_len=20, text_encoder="none")
+    long = TrainConfig.from_preset("fast", epochs=200, patience=200, **tiny)
+    short = TrainConfig.from_preset("fast", epochs=1, **tiny)
+    first = start_run(store, "demo", long, name="first")
+    second = start_run(store, "demo", short, name="second")
+    third = start_run(store, "demo", short, name="third")
+    assert run_status(store, first).state == "running"
+    assert [run_status(store, r).state for r in (second, third)] == ["queued", "queued"]
+
+    app = start_app(db)
+    app.switch_page("pages/train.py").run()
+    assert not app.exception, app.exception
+    assert app.button(key="start_train").label == "Queue training"
+    # newest first on the page: the third run waits behind the second
+    waiting = [c.value for c in app.caption if "in the queue" in c.value]
+    assert [("number 2" in w, "number 1" in w) for w in waiting] == [(True, False), (False, True)]
+    app.button(key=f"unqueue_{third}").click().run()
+    assert run_status(store, third).state == "stopped"
+
+    stop_run(store, first)  # the first run ends: its worker starts the second
+    _wait(lambda: run_status(store, second).state != "queued", "the queued run to start")
+    _wait(lambda: run_status(store, second).state == "finished", "the second run")
+    states = {r.run_id: r.state for r in list_runs(store)}
+    assert states == {first: "stopped", second: "finished", third: "stopped"}
+    # never two at once: the second started only after the first had stopped
+    assert (store_runs := tmp_path / "runs") and (
+        (store_runs / second / "pid").stat().st_mtime
+        >= (store_runs / first / "stopped").stat().st_mtime
+    )
+    assert collect_run(store, run_status(store, second)).name == "second"

@@ -212,6 +212,24 @@ def test_export_has_k_rows_per_user(data, tmp_path, suffix) -> None:
     assert not set(mine["item_id"]) & set(data.history_ids("u00004"))
 
 
+def test_a_background_export_writes_the_same_file_and_cleans_up(data, tmp_path) -> None:
+    import gc
+
+    from core.exports import ExportJob
+
+    job = ExportJob(data, tmp_path / "exports", "top", 7, "parquet", True, key="k")
+    assert job.wait(300) and job.error is None
+    assert job.fraction == 1.0 and job.result["rows"] == USERS * 7
+    direct = tmp_path / "direct.parquet"
+    export_top_k(data, direct, k=7)
+    assert pd.read_parquet(job.path).equals(pd.read_parquet(direct))
+    folder = job.path.parent
+    assert folder.parent == tmp_path / "exports" and folder.name.startswith("reclens-export-")
+    del job  # the session that held it ended
+    gc.collect()
+    assert not folder.exists()
+
+
 def _cli(db: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "core", "--db", str(db), *args],
