@@ -304,11 +304,15 @@ def _too_big(display: str, limits: Limits, what: str = "expands to more than") -
 
 
 def _too_long(display: str, limits: Limits, rows: int | None = None) -> IngestError:
-    cap = limits.max_rows
-    held = f"holds {rows:,} rows" if rows is not None else f"has more than {cap:,} lines"
+    cap = f"{limits.max_rows:,}"
+    held = (
+        f"holds {rows:,} rows, more than the {cap}"
+        if rows is not None
+        else f"has more than {cap} lines, the most"
+    )
     return IngestError(
-        f"{display} {held}, beyond the {cap:,} rows one file may hold here "
-        "(RECLENS_MAX_FILE_ROWS); nothing was loaded. Load a sample, or split it"
+        f"{display} {held} one file may hold here (RECLENS_MAX_FILE_ROWS); nothing was "
+        "loaded. Load a sample, or split it"
     )
 
 

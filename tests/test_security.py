@@ -130,9 +130,12 @@ def test_twenty_uploads_in_a_row_leave_no_spooled_file(tmp_path: Path, monkeypat
     leftover = tmp_path / "uploads" / "reclens-upload-crashed" / "upload.bin"
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"user,item\n")
+    export = tmp_path / "exports" / "reclens-export-crashed" / "top.csv"
+    export.parent.mkdir(parents=True)
+    export.write_bytes(b"user_id,rank,item_id,score\n")
     st.cache_resource.clear()
     AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    assert not leftover.parent.exists()
+    assert not leftover.parent.exists() and not export.parent.exists()
 
 
 def test_a_closed_sessions_uploads_are_deleted(tmp_path: Path) -> None:
@@ -274,10 +277,12 @@ def test_the_app_imports_models_only_from_its_model_home(
     shutil.copytree(source, home / "copied")
     assert importable_models(trained_copy) == ["copied"]  # the symlink is not offered
     before = trained_copy.table_fingerprints()
+    folders = {f: _folder_fingerprint(f) for f in (home, outside)}
     for hostile in ("escape", "../outside-model", str(outside), "/etc", "", "..", "nothing"):
         with pytest.raises(StoreError, match="not a model folder in the model home"):
             import_model(trained_copy, hostile)
     assert trained_copy.table_fingerprints() == before
+    assert {f: _folder_fingerprint(f) for f in (home, outside)} == folders
     # a model saved as "demo-test" arrives under a free name: the import replaces nothing
     model, warnings = import_model(trained_copy, "copied")
     assert model.name == "demo-test-2" and warnings == []
@@ -322,13 +327,15 @@ def test_a_gzip_bomb_and_a_huge_parquet_are_refused_before_reading(
     with pytest.raises(IngestError, match=r"expands to more than 50 MB.*RECLENS_MAX_FILE_BYTES"):
         ingest(store, "bomb", bomb, limits=Limits(max_bytes=50 * 10**6))
     monkeypatch.setenv("RECLENS_MAX_FILE_ROWS", "1_000_000")  # the same cap from the environment
-    with pytest.raises(IngestError, match=r"more than 1,000,000 lines.*RECLENS_MAX_FILE_ROWS"):
+    lines = r"more than 1,000,000 lines, the most one file.*RECLENS_MAX_FILE_ROWS"
+    with pytest.raises(IngestError, match=lines):
         ingest(store, "bomb", bomb)
     monkeypatch.delenv("RECLENS_MAX_FILE_ROWS")
     # 300 million rows in under a megabyte, refused from the metadata at the default cap
     huge = _parquet(tmp_path / "huge.parquet", 300_000_000)
     assert huge.stat().st_size < 2 * 10**6
-    with pytest.raises(IngestError, match=r"holds 300,000,000 rows, beyond the 200,000,000"):
+    rows = r"holds 300,000,000 rows, more than the 200,000,000 one file"
+    with pytest.raises(IngestError, match=rows):
         ingest(store, "huge", huge)
     assert store.table_fingerprints() == before
     # Below the caps the same kind of file loads.
