@@ -24,24 +24,24 @@ st.set_page_config(page_title="RecLens", page_icon=app_icon(), layout="wide")
 
 PAGES = {
     "": [
-        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-        st.Page("pages/data.py", title="Data", icon=":material/database:"),
+        st.Page("ui/pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("ui/pages/data.py", title="Data", icon=":material/database:"),
     ],
     "Model": [
-        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("ui/pages/train.py", title="Train", icon=":material/model_training:"),
     ],
     "Insights": [
-        st.Page("pages/interests.py", title="Interests", icon=":material/person_search:"),
-        st.Page("pages/recommendations.py", title="Recommendations", icon=":material/recommend:"),
-        st.Page("pages/metrics.py", title="Metrics", icon=":material/monitoring:"),
+        st.Page("ui/pages/interests.py", title="Interests", icon=":material/person_search:"),
+        st.Page(
+            "ui/pages/recommendations.py", title="Recommendations", icon=":material/recommend:"
+        ),
+        st.Page("ui/pages/metrics.py", title="Metrics", icon=":material/monitoring:"),
     ],
 }
 
-# Register the pages before anything slow: until st.navigation has run once, Streamlit
-# would treat the pages/ folder as an old-style page directory (one page per file).
 navigation = st.navigation(PAGES)
 
-from pages.common import dataset_picker, get_store, model_picker  # noqa: E402 (imports torch)
+from ui.common import dataset_picker, get_store, model_picker  # noqa: E402 (imports torch)
 
 get_store()  # opens the database (and seeds the demo dataset on first start)
 st.sidebar.title("RecLens")

@@ -28,9 +28,10 @@ from common import code_state, loadavg, log, machine  # noqa: E402
 
 from core.demo import load_demo  # noqa: E402
 from core.jobs import dataset_sequences  # noqa: E402
+from core.splits import leave_one_out  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.text import item_text_vectors  # noqa: E402
-from core.train import TrainConfig, leave_one_out, ndcg_hr_at, train  # noqa: E402
+from core.train import TrainConfig, ndcg_hr_at, train  # noqa: E402
 
 
 def popularity_val_ndcg(seqs) -> float:

@@ -57,12 +57,12 @@ from common import machine as machine_facts  # noqa: E402
 
 from core.model import PreferenceModel  # noqa: E402
 from core.sequences import Sequences, load_sequences  # noqa: E402
+from core.splits import leave_one_out  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.train import (  # noqa: E402
     Progress,
     TrainConfig,
     _step_loss,
-    leave_one_out,
     mask_batch,
     ndcg_hr_at,
     pick_device,

@@ -1,6 +1,6 @@
 """Baselines our model has to beat, each fitted on the evaluation split's training data.
 
-Every baseline is a :class:`core.evaluate.Scorer`: a batch of histories in, a full
+Every baseline is a :class:`core.scoring.Scorer`: a batch of histories in, a full
 score vector over all items out, so the same evaluation code ranks them all.
 
 * ``pop``: most popular (training events per item).
@@ -37,8 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.evaluate import EvalSplit, ModelScorer
+from core.scoring import ModelScorer
 from core.sequences import Sequences
+from core.splits import EvalSplit
 from core.train import ProgressCallback, TrainConfig, train, transition_pairs
 
 BASELINES: tuple[str, ...] = ("pop", "recent", "itemknn", "markov", "ease", "sasrec")

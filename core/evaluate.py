@@ -4,9 +4,9 @@ The protocol (shared by the app, the CLI, the tests and the benchmarks):
 
 * **Splits.** Leave-one-out (default): per user the last item is the test target;
   the one before it is the validation target of a fixed sample of users (all of them
-  up to 2,000; :func:`core.train.validation_users`) and training data for the rest;
+  up to 2,000; :func:`core.splits.validation_users`) and training data for the rest;
   everything earlier is what every model may learn from (exactly
-  :func:`core.train.leave_one_out`'s training part). Users with fewer than 3 events
+  :func:`core.splits.leave_one_out`'s training part). Users with fewer than 3 events
   are not evaluated (their last item is training data). Global
   temporal split: everything before a cut-off time is training data, and each user
   with events on both sides is tested on their first item after it.
@@ -37,17 +37,20 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from core.model import PreferenceModel, append_mask
+from core.baselines import EASE_MAX_ITEMS, fit_baselines, sasrec_config
+from core.jobs import dataset_sequences, model_dataset, resolve_model
+from core.scoring import ModelScorer, Scorer
 from core.sequences import Sequences
-from core.train import leave_one_out
+from core.splits import EvalSplit, event_times, make_split
+from core.store import ProgressFn
 
 KS: tuple[int, ...] = (1, 5, 10, 20, 50)
 RANK_METRICS = ("hr", "ndcg", "recall", "precision")
@@ -64,208 +67,6 @@ METRIC_LABELS = {
     "diversity": "Intra-list diversity",
     "arp": "Avg. recommended popularity",
 }
-ProgressFn = Callable[[float, str], None]
-
-
-# --------------------------------------------------------------------------- splits
-
-
-@dataclass(frozen=True)
-class EvalSplit:
-    """What every model may learn from, and what it is tested on.
-
-    Attributes:
-        kind (str): ``loo`` or ``time``.
-        fit (Sequences): each user's training events (a prefix of their history);
-            every baseline fits on exactly this.
-        train_input (Sequences): what to hand to :func:`core.train.train` (which holds
-            out the test and validation items itself) so that it learns from ``fit``
-            at most: the full histories for leave-one-out, ``fit`` for the time split.
-        inputs (Sequences): each user's input history at test time (everything before
-            the target).
-        users (np.ndarray): evaluated user numbers.
-        targets (np.ndarray): their test item.
-        fit_times (np.ndarray | None): time of each event of ``fit`` (Unix seconds).
-        note (str): how the split was made, for labels.
-    """
-
-    kind: str
-    fit: Sequences
-    train_input: Sequences
-    inputs: Sequences
-    users: np.ndarray
-    targets: np.ndarray
-    fit_times: np.ndarray | None = None
-    note: str = ""
-
-
-def _prefix(seqs: Sequences, keep: np.ndarray) -> tuple[Sequences, np.ndarray]:
-    """The first ``keep[u]`` events of every user; also the positions taken."""
-    keep = np.minimum(keep, seqs.lengths).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(keep)]).astype(np.int64)
-    take = np.repeat(seqs.offsets[:-1], keep) + (
-        np.arange(offsets[-1]) - np.repeat(offsets[:-1], keep)
-    )
-    return Sequences(seqs.user_ids, seqs.item_ids, offsets, seqs.items[take]), take
-
-
-def loo_split(seqs: Sequences, times: np.ndarray | None = None) -> EvalSplit:
-    """Leave-one-out: last item = test, the rest the input; training = :func:`leave_one_out`.
-
-    >>> s = Sequences(np.array(["a", "b"], dtype=object), np.array(["", "x", "y", "z"],
-    ...     dtype=object), np.array([0, 4, 6]), np.array([1, 2, 3, 1, 2, 3], dtype=np.int32))
-    >>> sp = loo_split(s)
-    >>> sp.users.tolist(), sp.targets.tolist(), sp.fit.history(0).tolist()
-    ([0], [1], [1, 2])
-    >>> sp.inputs.history(0).tolist(), sp.fit.history(1).tolist()
-    ([1, 2, 3], [2, 3])
-    """
-    train = leave_one_out(seqs).train
-    users = np.flatnonzero(seqs.lengths >= 3)
-    targets = seqs.items[seqs.offsets[users + 1] - 1].astype(np.int64)
-    inputs, _ = _prefix(seqs, seqs.lengths - (seqs.lengths >= 3))
-    _, taken = _prefix(seqs, train.lengths)
-    return EvalSplit(
-        "loo",
-        train,
-        seqs,
-        inputs,
-        users,
-        targets,
-        None if times is None else times[taken],
-        "leave-one-out: last item of each user (3+ events) is the test target",
-    )
-
-
-def time_split(
-    seqs: Sequences, times: np.ndarray, cutoff: float | None = None, quantile: float = 0.9
-) -> EvalSplit:
-    """Global temporal split at ``cutoff`` (default: the ``quantile`` of all event times).
-
-    Events before the cut-off are training data; every user with events on both sides
-    is tested on their first event at or after it, given their events before it.
-
-    >>> s = Sequences(np.array(["a", "b"], dtype=object), np.array(["", "x", "y", "z"],
-    ...     dtype=object), np.array([0, 3, 5]), np.array([1, 2, 3, 2, 1], dtype=np.int32))
-    >>> sp = time_split(s, np.array([1.0, 2, 9, 3, 4]), cutoff=5)
-    >>> sp.users.tolist(), sp.targets.tolist(), sp.fit.lengths.tolist()
-    ([0], [3], [2, 2])
-    """
-    if times is None or len(times) != len(seqs.items) or np.isnan(times).any():
-        raise ValueError(
-            "the time split needs a timestamp on every event; this dataset has none "
-            "(use the leave-one-out split)"
-        )
-    if cutoff is None:
-        cutoff = float(np.quantile(times, quantile))
-    before = (times < cutoff).astype(np.int64)
-    # Histories are time-ordered, so the events before the cut-off are a prefix.
-    keep = np.add.reduceat(before, seqs.offsets[:-1]) if len(before) else before
-    keep = np.where(seqs.lengths > 0, keep, 0)
-    fit, taken = _prefix(seqs, keep)
-    users = np.flatnonzero((keep >= 1) & (seqs.lengths > keep))
-    targets = seqs.items[seqs.offsets[users] + keep[users]].astype(np.int64)
-    stamp = pd.Timestamp(cutoff, unit="s").isoformat(timespec="seconds")
-    return EvalSplit(
-        "time",
-        fit,
-        fit,
-        fit,
-        users,
-        targets,
-        times[taken],
-        f"global temporal split at {stamp}: next item after the cut-off is the test target",
-    )
-
-
-def make_split(seqs: Sequences, kind: str = "loo", times: np.ndarray | None = None) -> EvalSplit:
-    """:func:`loo_split` or :func:`time_split` by name."""
-    if kind == "loo":
-        return loo_split(seqs, times)
-    if kind == "time":
-        return time_split(seqs, times)
-    raise ValueError(f"unknown split {kind!r}: choose loo or time")
-
-
-def event_times(store, dataset: str) -> np.ndarray | None:
-    """Unix time of every event, aligned with :func:`core.jobs.dataset_sequences`'s items;
-    None when the dataset has no timestamps."""
-    info = store.get_dataset(dataset)
-    if not info.has_time:
-        return None
-    table = store.event_times_arrow(info.dataset_id)
-    values = table.column("times").combine_chunks().flatten()
-    times = values.to_numpy(zero_copy_only=False).astype(np.float64)
-    return None if np.isnan(times).any() else times
-
-
-# --------------------------------------------------------------------------- scorers
-
-
-class Scorer(Protocol):
-    """What the evaluation ranks: our models and every baseline alike.
-
-    Attributes:
-        name: key in results (``pop``, a model name...).
-        history_len: how many of the most recent items :meth:`score` reads.
-        continuous: scores never tie in practice (skip the tie count).
-    """
-
-    name: str
-    history_len: int
-    continuous: bool
-
-    def score(self, histories: torch.Tensor) -> torch.Tensor:
-        """(batch, history_len) left-padded item indices (0 = padding, most recent
-        last) -> (batch, n_items + 2) float32 scores (columns 0 and n_items + 1 are
-        ignored). The evaluation may modify the returned tensor."""
-        ...
-
-
-class ModelScorer:
-    """A :class:`core.model.PreferenceModel` (bidirectional, or causal for SASRec) as a scorer.
-
-    The bidirectional model reads the last ``max_len - 1`` items followed by the mask
-    token (as :mod:`core.recommend` does); a causal one reads the last ``max_len - 1``
-    items and predicts from the last position.
-    """
-
-    continuous = True
-
-    def __init__(self, model: PreferenceModel, name: str) -> None:
-        self.model = model.eval()
-        self.name = name
-        causal = model.config.causal
-        self.history_len = model.config.max_len - 1 if causal else model.config.max_len
-        self.device = next(model.parameters()).device
-
-    @torch.no_grad()
-    def embed(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(user states (batch, hidden), item table (n_items + 2, hidden), item bias):
-        the scores are ``states @ table.T + bias``."""
-        model = self.model
-        hist = histories.to(self.device).long()
-        n_cols = hist.shape[1]
-        count = int((hist != 0).sum(1).max()) if len(hist) else 1
-        if model.config.causal:
-            width = max(1, min(count, n_cols))
-            inputs = hist[:, n_cols - width :]
-        else:
-            width = min(count, n_cols - 1) + 1
-            inputs = append_mask(hist, model.config.mask_index)[:, n_cols - width :]
-        table = model.item_table()
-        states = model.head(model.encode(inputs, table=table)[:, -1])
-        return states.float(), table.float(), model.item_bias.float()
-
-    @torch.no_grad()
-    def score(self, histories: torch.Tensor) -> torch.Tensor:
-        """Next-item scores; with a transition memory, its log-probabilities."""
-        states, table, bias = self.embed(histories)
-        logits = torch.addmm(bias, states, table.T)
-        if not self.model.config.transitions:
-            return logits
-        logits[:, self.model.not_item] = float("-inf")
-        return self.model.with_transitions(logits, histories[:, -1].to(self.device).long())
 
 
 # --------------------------------------------------------------------------- metrics
@@ -1131,9 +932,6 @@ def run(
         ValueError: nothing to evaluate, models of different datasets, a model whose
             items no longer match its dataset, or a split that cannot be made.
     """
-    from core.baselines import EASE_MAX_ITEMS, fit_baselines, sasrec_config
-    from core.jobs import dataset_sequences, model_dataset, resolve_model
-
     config = config or EvalConfig()
     say = progress or (lambda f, m: None)
     if not models and not baselines:

@@ -42,6 +42,7 @@ from core.recommend import (
     head_states,
     logits_from_states,
 )
+from core.sequences import Sequences
 from core.store import Store, StoreError
 
 KIND = "interest"
@@ -198,8 +199,6 @@ def drift(
     batch: int = 256,
 ) -> Drift:
     """The interest vector after every prefix of ``history`` (batched forward passes)."""
-    from core.sequences import Sequences
-
     indices, _ = encode_history(data.saved, history)
     width = data.saved.config.max_len - 1
     n = len(indices)

@@ -45,7 +45,9 @@ from core.checkpoint import (
     save_model,
     stale_warning,
 )
+from core.demo import load_demo
 from core.sequences import Sequences, load_sequences
+from core.splits import validation_users
 from core.store import DatasetInfo, ModelInfo, Store, StoreError, validate_dataset_name
 from core.text import item_text_vectors
 from core.train import (
@@ -54,7 +56,6 @@ from core.train import (
     TrainConfig,
     TrainResult,
     train,
-    validation_users,
 )
 
 
@@ -172,6 +173,19 @@ def import_model(store: Store, folder_name: str) -> tuple[ModelInfo, list[str]]:
     )
     warning = stale_warning(saved.training, info.fingerprint)
     return model, saved.warnings + ([warning] if warning else [])
+
+
+def first_start(store: Store, autotrain: bool = True) -> bool:
+    """Give an empty database the demo dataset and, with ``autotrain``, start a ``fast``
+    demo model in the background, so every page has something to show about a minute
+    after the app first starts. Returns whether the demo was loaded."""
+    if store.list_datasets():
+        return False
+    load_demo(store, "demo")
+    if autotrain and not store.list_models():
+        config = TrainConfig.from_preset("fast", text_encoder="none")
+        start_run(store, "demo", config, name=free_model_name(store, "demo-fast"))
+    return True
 
 
 def dataset_sequences(store: Store, dataset: str, with_types: bool = False) -> Sequences:

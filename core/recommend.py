@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +29,13 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from core import baselines
 from core.checkpoint import SavedModel
+from core.jobs import dataset_sequences, model_dataset
 from core.sequences import Sequences
-from core.store import Store
+from core.splits import leave_one_out
+from core.store import ProgressFn, Store
 from core.tables import category_list, text_or_empty
-
-ProgressFn = Callable[[float, str], None]
 
 
 def item_index(saved: SavedModel) -> dict[str, int]:
@@ -231,9 +232,6 @@ class ModelData:
 
 def load_model_data(store: Store, saved: SavedModel) -> ModelData:
     """Histories, catalogue and cache owner of a model's dataset (which must be in ``store``)."""
-    from core.jobs import dataset_sequences, model_dataset
-    from core.train import leave_one_out
-
     info = model_dataset(store, saved)
     seqs = dataset_sequences(store, info.name)
     index = item_index(saved)
@@ -396,9 +394,6 @@ SIDE_BASELINES = {
 def fit_side_baseline(data: ModelData, name: str):
     """A baseline of :mod:`core.baselines` fitted on the model's training part of the
     histories (the test and validation items left out, as in training), for side-by-side lists."""
-    from core import baselines
-    from core.train import leave_one_out
-
     fit = leave_one_out(data.histories).train
     makers = {
         "pop": baselines.most_popular,

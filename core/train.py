@@ -2,7 +2,7 @@
 
 Protocol (shared with evaluation): per user, the last item is the test target and
 is never seen here. The second-to-last item is the validation target of a fixed
-sample of users (every user on small datasets; see :func:`validation_users`) and
+sample of users (every user on small datasets; see :func:`core.splits.validation_users`) and
 training data for everyone else; the rest is training data. Training samples are
 windows of each training history; in each batch a fraction of positions is
 replaced by the mask token (cloze), and some samples have only their final item
@@ -45,6 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 from core.checkpoint import replace_folder, restore_interrupted
 from core.model import ModelConfig, PreferenceModel, append_mask, fuse_log_probs
 from core.sequences import Sequences
+from core.splits import leave_one_out
 from core.text import native_bfloat16
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -283,70 +284,6 @@ ProgressCallback = Callable[[Progress], None]
 
 
 # --------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class Split:
-    """Leave-one-out split of every user's history.
-
-    Attributes:
-        train (Sequences): training part of each history: the last two items removed
-            for validation users, the last one for other users with at least 3 items,
-            the whole history otherwise.
-        val_users (np.ndarray): users with a validation target (:func:`validation_users`).
-        val_targets (np.ndarray): their second-to-last item.
-    """
-
-    train: Sequences
-    val_users: np.ndarray
-    val_targets: np.ndarray
-
-
-VAL_USERS_MIN = 2000  # up to this many users with 3+ items, every one of them validates
-VAL_SHARE = 0.1  # beyond that, this share of them (at least VAL_USERS_MIN)
-VAL_SEED = 0  # fixed, so that training and every evaluation draw the same users
-
-
-def validation_users(lengths: np.ndarray) -> np.ndarray:
-    """The users whose second-to-last item is held out for validation (sorted).
-
-    Only users with 3+ items qualify (the last item is the test target). Up to
-    ``VAL_USERS_MIN`` of them, all do; beyond that a seeded sample of
-    ``max(VAL_USERS_MIN, VAL_SHARE * eligible)`` does, and everyone else's
-    second-to-last item is training data. On a large dataset the model thus learns
-    from most users' most recent events before the test item, as a deployed model
-    would, at the price of a validation figure over fewer (still thousands of) users.
-    The draw depends only on ``lengths``, so every run and evaluation agrees.
-
-    >>> validation_users(np.array([3, 2, 5])).tolist()
-    [0, 2]
-    >>> len(validation_users(np.full(40_000, 4)))
-    4000
-    """
-    eligible = np.flatnonzero(lengths >= 3)
-    n = min(len(eligible), max(VAL_USERS_MIN, int(np.ceil(VAL_SHARE * len(eligible)))))
-    if n == len(eligible):
-        return eligible
-    rng = np.random.default_rng(VAL_SEED)
-    return np.sort(rng.choice(eligible, n, replace=False))
-
-
-def leave_one_out(seqs: Sequences) -> Split:
-    """Hold out each user's last item (test) and, for :func:`validation_users`, the
-    second-to-last (validation)."""
-    lengths = seqs.lengths
-    val_users = validation_users(lengths)
-    held = np.where(lengths >= 3, 1, 0)
-    held[val_users] = 2
-    keep_len = lengths - held
-    starts = seqs.offsets[:-1]
-    new_offsets = np.concatenate([[0], np.cumsum(keep_len)])
-    take = np.repeat(starts, keep_len) + (
-        np.arange(keep_len.sum()) - np.repeat(new_offsets[:-1], keep_len)
-    )
-    train = seqs.with_items(new_offsets.astype(np.int64), take)
-    val_targets = seqs.items[seqs.offsets[val_users + 1] - 2]
-    return Split(train, val_users, val_targets)
 
 
 def training_windows(

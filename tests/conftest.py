@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from core.demo import load_demo
@@ -62,25 +61,7 @@ def write(tmp_path: Path):
 
 
 @pytest.fixture
-def navigation_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run every AppTest rerun through app.py, as the real server does.
-
-    AppTest resets Streamlit's "uses a pages/ directory" flag before each run, and our
-    page files live in ``pages/``, so from the second run on it would execute the page
-    file alone (the old MPA v1 mode), skipping app.py and its sidebar. A real server sets
-    the flag to False for good once ``st.navigation`` has run; this does the same.
-    """
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
-@pytest.fixture
-def start_app(monkeypatch: pytest.MonkeyPatch, navigation_mode: None):
+def start_app(monkeypatch: pytest.MonkeyPatch):
     """``start_app(db, timeout)``: AppTest of app.py on database file ``db`` (the demo
     is seeded on first start; no automatic training), run once without exceptions."""
 

@@ -38,12 +38,12 @@ def test_first_start_seeds_the_demo_and_home_shows_it(app: AppTest) -> None:
 
 def test_every_page_renders_without_exceptions(app: AppTest) -> None:
     for page in (
-        "pages/data.py",
-        "pages/train.py",
-        "pages/interests.py",
-        "pages/recommendations.py",
-        "pages/metrics.py",
-        "pages/home.py",
+        "ui/pages/data.py",
+        "ui/pages/train.py",
+        "ui/pages/interests.py",
+        "ui/pages/recommendations.py",
+        "ui/pages/metrics.py",
+        "ui/pages/home.py",
     ):
         app.switch_page(page).run()
         assert not app.exception, (page, app.exception)
@@ -51,7 +51,7 @@ def test_every_page_renders_without_exceptions(app: AppTest) -> None:
 
 
 def test_data_overview_shows_stats_and_user_events(app: AppTest) -> None:
-    app.switch_page("pages/data.py").run()
+    app.switch_page("ui/pages/data.py").run()
     labels = {m.label: m.value for m in app.metric}
     assert labels["Events"] == "93,022"
     assert labels["Popularity Gini"].startswith("0.")
@@ -64,7 +64,7 @@ def test_data_overview_shows_stats_and_user_events(app: AppTest) -> None:
 
 
 def _upload(app: AppTest, content: str, name: str = "ratings.csv") -> AppTest:
-    app.switch_page("pages/data.py").run()
+    app.switch_page("ui/pages/data.py").run()
     app.file_uploader(key="events_upload").upload(name, content.encode(), "text/csv").run()
     assert not app.exception, app.exception
     return app
@@ -110,7 +110,7 @@ def test_positive_filter_and_kcore_from_the_page(app: AppTest) -> None:
 
 
 def test_bad_file_shows_a_clear_message_and_changes_nothing(app: AppTest) -> None:
-    app.switch_page("pages/data.py").run()
+    app.switch_page("ui/pages/data.py").run()
     before = open_store().table_fingerprints()
     app.file_uploader(key="events_upload").upload(
         "sheet.csv", b"PK\x03\x04\x14\x00\x00\x00garbage", "text/csv"
@@ -131,7 +131,7 @@ def test_unknown_column_and_existing_name_are_handled(app: AppTest) -> None:
 
 
 def test_delete_dataset(app: AppTest) -> None:
-    app.switch_page("pages/data.py").run()
+    app.switch_page("ui/pages/data.py").run()
     app.checkbox(key="drop_confirm").check().run()
     app.button(key="drop_button").click().run()
     assert not app.exception, app.exception
@@ -143,7 +143,7 @@ def test_delete_dataset(app: AppTest) -> None:
 def test_train_page_runs_a_tiny_model_and_makes_it_active(app: AppTest) -> None:
     import time
 
-    app.switch_page("pages/train.py").run()
+    app.switch_page("ui/pages/train.py").run()
     assert not app.exception, app.exception
     # the 3,000-user demo: 2,000 users validate, the rest train on their second-to-last item
     captions = [c.value for c in app.caption]
@@ -189,7 +189,7 @@ def test_train_page_runs_a_tiny_model_and_makes_it_active(app: AppTest) -> None:
 
 
 def test_train_page_loads_a_model_folder_and_rejects_a_bad_one(app: AppTest, tmp_path) -> None:
-    app.switch_page("pages/train.py").run()
+    app.switch_page("ui/pages/train.py").run()
     assert any("No unregistered model folder" in i.value for i in app.info)
     # a folder copied into the model home (beside the database) is offered by name
     junk = tmp_path / "models" / "junk"

@@ -59,7 +59,7 @@ def _user_header(app: AppTest) -> str:
 
 
 def test_interests_page_shows_a_user_and_a_click_on_the_map_selects_another(app) -> None:
-    app = _page(app, "pages/interests.py")
+    app = _page(app, "ui/pages/interests.py")
     assert app.title[0].value == "Interests"
     assert _user_header(app) == "User u00001"
     assert len(app.get("plotly_chart")) == 4  # map, timeline, affinity, drift
@@ -77,7 +77,7 @@ def test_interests_page_shows_a_user_and_a_click_on_the_map_selects_another(app)
 
 
 def test_interests_page_search_and_segment_pick(app) -> None:
-    app = _page(app, "pages/interests.py")
+    app = _page(app, "ui/pages/interests.py")
     app.text_input(key="interests_search").set_value("u00007").run()
     assert _user_header(app) == "User u00007"
     app.text_input(key="interests_search").set_value("zzz").run()
@@ -93,7 +93,7 @@ SIDE_COLUMNS = ["rank", "title", "item_id", "score"]
 
 
 def test_recommendations_page_list_what_if_baseline_and_export(app) -> None:
-    app = _page(app, "pages/recommendations.py")
+    app = _page(app, "ui/pages/recommendations.py")
     assert app.title[0].value == "Recommendations"
     top = next(d.value for d in app.dataframe if "because of" in d.value.columns)
     assert len(top) == 10 and top["score"].is_monotonic_decreasing
@@ -157,7 +157,7 @@ def test_pages_point_to_the_train_page_without_a_model(tmp_path, start_app) -> N
     load_demo(store, n_users=30)
     store.close()
     app = start_app(db, TIMEOUT)
-    for page in ("pages/interests.py", "pages/recommendations.py"):
+    for page in ("ui/pages/interests.py", "ui/pages/recommendations.py"):
         app.switch_page(page).run()
         assert not app.exception, app.exception
         assert any("Train" in i.value for i in app.info), page
@@ -165,7 +165,7 @@ def test_pages_point_to_the_train_page_without_a_model(tmp_path, start_app) -> N
 
 def test_the_map_draws_a_stated_sample_of_users(app, monkeypatch) -> None:
     monkeypatch.setenv("RECLENS_MAP_POINTS", "100")
-    app = _page(app, "pages/interests.py")
+    app = _page(app, "ui/pages/interests.py")
     assert any("Showing 100 of 300 users" in c.value for c in app.caption)
     chart = next(c for c in app.get("plotly_chart") if c.proto.selection_mode)
     traces = json.loads(chart.proto.spec)["data"]
@@ -175,5 +175,5 @@ def test_the_map_draws_a_stated_sample_of_users(app, monkeypatch) -> None:
     segments = next(d.value for d in app.dataframe if "top_categories" in d.value.columns)
     assert segments["users"].sum() == 300
     monkeypatch.delenv("RECLENS_MAP_POINTS")
-    app = _page(app, "pages/interests.py")
+    app = _page(app, "ui/pages/interests.py")
     assert not any("Showing" in c.value for c in app.caption)

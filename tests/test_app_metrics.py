@@ -22,7 +22,7 @@ def app(tmp_path, start_app) -> AppTest:
 
 
 def _metrics_page(app: AppTest) -> AppTest:
-    app.switch_page("pages/metrics.py").run()
+    app.switch_page("ui/pages/metrics.py").run()
     assert not app.exception, app.exception
     return app
 

@@ -162,7 +162,7 @@ CHECKS = {
 @pytest.mark.parametrize("name", list(SHAPES))
 def test_every_page_on_every_shape(name: str, page: str, tmp_path, start_app) -> None:
     shape, app = _open(name, tmp_path, start_app)
-    app.switch_page(f"pages/{page}.py").run()
+    app.switch_page(f"ui/pages/{page}.py").run()
     assert not app.exception, (page, app.exception)
     assert not app.error, (page, _texts(app.error))
     assert app.title, page
@@ -174,7 +174,7 @@ def test_every_page_on_every_shape(name: str, page: str, tmp_path, start_app) ->
 @pytest.mark.parametrize("name", ["no_time", "odd_ids"])
 def test_metrics_page_evaluates_a_shape(name: str, tmp_path, start_app) -> None:
     shape, app = _open(name, tmp_path, start_app)
-    app.switch_page("pages/metrics.py").run()
+    app.switch_page("ui/pages/metrics.py").run()
     app.button(key="run_eval").click().run()
     assert not app.exception, app.exception
     assert not app.error, _texts(app.error)

@@ -32,9 +32,6 @@ CORPUS = ROOT / "tests" / "data" / "bad_input"
 sys.path.insert(0, str(ROOT / "tests" / "data"))
 from make_bad_input import make_all  # noqa: E402
 
-# Every AppTest rerun goes through app.py, as on the real server (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("navigation_mode")
-
 CASES = {c["id"]: c for c in json.loads((CORPUS / "expected.json").read_text())["cases"]}
 PAGE_CASES = [cid for cid, c in CASES.items() if c.get("page")]
 
@@ -251,7 +248,7 @@ def test_data_page(case_id: str, template, generated: Path, tmp_path: Path, monk
     st.cache_data.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
-    at.switch_page("pages/data.py").run()
+    at.switch_page("ui/pages/data.py").run()
     at.file_uploader(key="events_upload").upload(events.name, events.read_bytes(), "text/csv")
     at.run()
     if items:

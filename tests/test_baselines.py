@@ -8,8 +8,10 @@ import torch
 from _helpers import seqs_of
 
 from core import baselines as B
-from core.evaluate import ModelScorer, evaluate, loo_split
+from core.evaluate import evaluate
 from core.model import ModelConfig, PreferenceModel
+from core.scoring import ModelScorer
+from core.splits import loo_split
 from core.train import TrainConfig
 
 

@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
@@ -19,9 +18,6 @@ from core.ingest import ingest
 from core.jobs import collect_run, run_status, start_run
 from core.store import Store, open_store
 from core.train import TrainConfig
-
-# Every AppTest rerun goes through app.py, as on the real server (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("navigation_mode")
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 600  # a bound against a hang, never a speed requirement
@@ -69,7 +65,7 @@ def test_sessions_read_while_one_ingests_and_a_worker_trains(tmp_path: Path, mon
             with harness:
                 at.run()
             for _ in range(2):
-                for page in ("pages/data.py", "pages/train.py"):
+                for page in ("ui/pages/data.py", "ui/pages/train.py"):
                     with harness:
                         at.switch_page(page).run()
                     problems.extend(f"session {n} {page}: {e.value}" for e in at.exception)
@@ -136,7 +132,7 @@ def test_runs_wait_in_a_queue_and_start_one_after_another(
     assert [run_status(store, r).state for r in (second, third)] == ["queued", "queued"]
 
     app = start_app(db)
-    app.switch_page("pages/train.py").run()
+    app.switch_page("ui/pages/train.py").run()
     assert not app.exception, app.exception
     assert app.button(key="start_train").label == "Queue training"
     # newest first on the page: the third run waits behind the second

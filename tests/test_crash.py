@@ -32,9 +32,6 @@ from core.jobs import collect_run, resolve_model, run_status, start_run, train_d
 from core.store import SCHEMA_VERSION, Store, StoreError
 from core.train import TrainConfig
 
-# Every AppTest rerun goes through app.py, as on the real server (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("navigation_mode")
-
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(
     hidden=16,
@@ -383,7 +380,7 @@ def test_train_page_reports_a_truncated_model_without_a_traceback(
     st.cache_data.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("ui/pages/train.py").run()
     at.selectbox(key="load_dir").set_value("broken").run()
     at.button(key="load_model").click().run()
     assert not at.exception, at.exception

@@ -17,9 +17,11 @@ from core import evaluate as E
 from core.baselines import FAST_BASELINES, fit_baselines
 from core.jobs import dataset_sequences, train_dataset
 from core.model import ModelConfig, PreferenceModel
+from core.scoring import ModelScorer
 from core.sequences import load_sequences
+from core.splits import leave_one_out, loo_split, make_split, time_split
 from core.store import Store
-from core.train import TrainConfig, leave_one_out, rank_targets
+from core.train import TrainConfig, rank_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +85,7 @@ def test_beyond_accuracy_on_a_hand_checked_case() -> None:
 
 def test_leave_one_out_split_never_leaks_the_test_item() -> None:
     seqs = seqs_of([[1, 2, 3, 4], [2, 3], [5, 4, 3, 2, 1], [1]], 5)
-    split = E.loo_split(seqs)
+    split = loo_split(seqs)
     assert split.users.tolist() == [0, 2]  # users with 3+ events
     assert split.targets.tolist() == [4, 1]
     for user, target in zip(split.users, split.targets, strict=True):
@@ -116,7 +118,7 @@ def test_a_large_dataset_validates_a_fixed_sample_and_trains_on_the_rest() -> No
     ends = seqs.offsets[split.val_users + 1]
     np.testing.assert_array_equal(split.val_targets, seqs.items[ends - 2])
     # evaluation fits every baseline on exactly this, and tests everyone's last item
-    ev = E.loo_split(seqs)
+    ev = loo_split(seqs)
     np.testing.assert_array_equal(ev.fit.lengths, split.train.lengths)
     assert ev.users.tolist() == eligible.tolist()
     assert (ev.fit.lengths[ev.users] < seqs.lengths[ev.users]).all()
@@ -125,7 +127,7 @@ def test_a_large_dataset_validates_a_fixed_sample_and_trains_on_the_rest() -> No
 def test_time_split_trains_before_the_cutoff_and_tests_the_next_item() -> None:
     seqs = seqs_of([[1, 2, 3], [4, 5], [1, 3]], 5)
     times = np.array([1.0, 2, 6, 7, 8, 3, 4])
-    split = E.time_split(seqs, times, cutoff=5)
+    split = time_split(seqs, times, cutoff=5)
     assert split.users.tolist() == [0]  # user 1 starts after the cut-off, user 2 ends before
     assert split.targets.tolist() == [3]
     assert split.fit.lengths.tolist() == [2, 0, 2]
@@ -133,14 +135,14 @@ def test_time_split_trains_before_the_cutoff_and_tests_the_next_item() -> None:
     # no training data of any model at or after the cut-off
     assert split.train_input is split.fit
     with pytest.raises(ValueError, match="timestamp"):
-        E.make_split(seqs, "time", None)
+        make_split(seqs, "time", None)
 
 
 def test_users_with_one_item_and_targets_never_seen_in_training() -> None:
     # user 0: one event before the cut-off, then item 6, which nobody had before it
     seqs = seqs_of([[1, 6], [1], [1, 2, 3, 2]], 6)
     times = np.array([1.0, 9, 2, 1, 2, 3, 9])
-    split = E.time_split(seqs, times, cutoff=5)
+    split = time_split(seqs, times, cutoff=5)
     assert split.users.tolist() == [0, 2]
     assert split.inputs.lengths[split.users].tolist() == [1, 3]
     counts = np.bincount(split.fit.items, minlength=8)
@@ -151,7 +153,7 @@ def test_users_with_one_item_and_targets_never_seen_in_training() -> None:
     ranked = E.rank(FixedScorer([5, 4, 3, 2, 1, 0]), split, max_k=2)
     assert ranked.greater.tolist() == [4, 0]  # user 0: items 2..5 above item 6
     # leave-one-out skips users whose last item would be training data
-    assert E.loo_split(seqs).users.tolist() == [2]
+    assert loo_split(seqs).users.tolist() == [2]
 
 
 # --------------------------------------------------------------------------- ranking
@@ -160,7 +162,7 @@ def test_users_with_one_item_and_targets_never_seen_in_training() -> None:
 def test_full_ranking_excludes_history_and_handles_never_seen_items() -> None:
     # items 1..6; user 0 saw 1, 2 then 6 (test); item 5 never occurs at all.
     seqs = seqs_of([[1, 2, 6], [2, 3, 4]], 6)
-    split = E.loo_split(seqs)
+    split = loo_split(seqs)
     scorer = FixedScorer([6, 5, 4, 3, 2, 1])  # item i scores 7 - i
     ranked = E.rank(scorer, split, max_k=3)
     # user 0: items 1, 2 excluded; above item 6: 3, 4, 5 -> rank 3
@@ -174,7 +176,7 @@ def test_full_ranking_excludes_history_and_handles_never_seen_items() -> None:
 
 def test_ties_are_counted_by_the_ranking() -> None:
     seqs = seqs_of([[1, 2, 3]], 5)
-    split = E.loo_split(seqs)  # target 3, history 1, 2
+    split = loo_split(seqs)  # target 3, history 1, 2
     ranked = E.rank(FixedScorer([1, 1, 1, 1, 1]), split, max_k=2)
     assert (ranked.greater[0], ranked.ties[0]) == (0, 2)  # items 4, 5 tie with 3
     assert E.hit_rate(ranked.greater, ranked.ties, 1)[0] == pytest.approx(1 / 3)
@@ -184,8 +186,8 @@ def test_model_ranks_agree_with_the_training_code() -> None:
     torch.manual_seed(0)
     seqs = seqs_of([[1, 2, 3, 4], [5, 6, 7], [2, 4, 6, 8, 1], [9, 3, 2]], 9)
     model = PreferenceModel(ModelConfig(n_items=9, max_len=6, hidden=8, heads=2)).eval()
-    split = E.loo_split(seqs)
-    ranked = E.rank(E.ModelScorer(model, "m"), split)
+    split = loo_split(seqs)
+    ranked = E.rank(ModelScorer(model, "m"), split)
     # both read the last max_len - 1 items followed by the mask token
     hist = split.inputs.padded(6, split.users).astype(np.int64)
     expected = rank_targets(model, hist, split.targets, torch.device("cpu"))
@@ -196,7 +198,7 @@ def test_sampled_metrics_are_never_below_full_ones() -> None:
     rng = np.random.default_rng(0)
     histories = [list(rng.choice(np.arange(1, 61), size=6, replace=False)) for _ in range(80)]
     seqs = seqs_of(histories, 60)
-    split = E.loo_split(seqs)
+    split = loo_split(seqs)
     scorer = FixedScorer(list(rng.normal(size=60)))
     result = E.evaluate([scorer], split, E.EvalConfig(sampled=10, bootstrap=50))
     res = result.results["fixed"]
@@ -298,7 +300,7 @@ def test_run_evaluates_model_and_baselines_and_stores_the_run(eval_store, demo_m
 
 def test_baselines_fit_on_the_split_only(eval_store) -> None:
     seqs = dataset_sequences(eval_store, "demo")
-    split = E.loo_split(seqs)
+    split = loo_split(seqs)
     scorers, _ = fit_baselines(["pop", "markov"], split)
     pop = scorers[0].vector.numpy()
     np.testing.assert_array_equal(
@@ -359,7 +361,7 @@ def test_charts_of_an_evaluation_are_labelled() -> None:
 
     rng = np.random.default_rng(3)
     histories = [list(rng.choice(np.arange(1, 41), size=5, replace=False)) for _ in range(50)]
-    split = E.loo_split(seqs_of(histories, 40))
+    split = loo_split(seqs_of(histories, 40))
     scorers = [FixedScorer(list(rng.normal(size=40)), name) for name in ("a", "b")]
     result = E.evaluate(scorers, split, E.EvalConfig(sampled=10, bootstrap=50), models=["a"])
     long = result.long_frame()
@@ -387,8 +389,8 @@ def test_the_formulas_in_the_docstrings_hold() -> None:
     """Every metric documents its formula with an example; run them (doctest)."""
     import doctest
 
-    from core import baselines
+    from core import baselines, splits
 
-    for module in (E, baselines):
+    for module in (E, baselines, splits):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.attempted > 5 and result.failed == 0, module.__name__

@@ -328,7 +328,7 @@ def app(tmp_path: Path, start_app) -> AppTest:
 
 
 def _upload(app: AppTest, name: str, content: str) -> AppTest:
-    app.switch_page("pages/data.py").run()
+    app.switch_page("ui/pages/data.py").run()
     app.file_uploader(key="events_upload").upload(name, content.encode(), "text/csv").run()
     assert not app.exception, app.exception
     return app

@@ -18,11 +18,11 @@ from core.jobs import dataset_sequences, resolve_model, train_dataset
 from core.model import ModelConfig, PreferenceModel, append_mask
 from core.recommend import next_item_probabilities, recommend
 from core.sequences import load_sequences
+from core.splits import leave_one_out
 from core.train import (
     Progress,
     StopTraining,
     TrainConfig,
-    leave_one_out,
     mask_batch,
     ndcg_hr_at,
     prefix_ends,

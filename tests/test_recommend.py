@@ -26,8 +26,8 @@ from core.recommend import (
     recommend,
     top_k_all,
 )
+from core.splits import validation_users
 from core.store import Store
-from core.train import validation_users
 
 ROOT = Path(__file__).resolve().parents[1]
 

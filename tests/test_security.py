@@ -19,9 +19,6 @@ from streamlit.testing.v1 import AppTest
 from core.ingest import EventMapping, IngestError, ItemMapping, ingest
 from core.store import Store, StoreError, open_store
 
-# Every AppTest rerun goes through app.py, as on the real server (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("navigation_mode")
-
 ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = [
     "'; DROP TABLE events; --",
@@ -77,7 +74,7 @@ def _data_page(tmp_path: Path, monkeypatch) -> AppTest:
     st.cache_data.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
-    at.switch_page("pages/data.py").run()
+    at.switch_page("ui/pages/data.py").run()
     return at
 
 
@@ -194,7 +191,7 @@ def test_item_titles_with_markup_are_rendered_escaped(tmp_path: Path, monkeypatc
     st.cache_data.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
-    for page in ("pages/home.py", "pages/data.py"):
+    for page in ("ui/pages/home.py", "ui/pages/data.py"):
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
         for element in list(at.markdown) + list(at.caption):
@@ -384,7 +381,7 @@ def test_markup_in_ids_titles_categories_and_types_is_escaped_everywhere(
     at = start_app(copy_of_shape("markup", tmp_path), 180)
     seen_in_charts, seen_in_text, charts_per_page = 0, 0, {}
     for page in ("home", "data", "train", "interests", "recommendations", "metrics", "metrics"):
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"ui/pages/{page}.py").run()
         if page == "interests":  # a click on the map picks a user whose id holds markup
             from test_app_interests import _click_map
 

@@ -160,7 +160,7 @@ def _shown(elements) -> list[str]:
 
 
 def _page(app: AppTest, page: str) -> AppTest:
-    app.switch_page(f"pages/{page}.py").run()
+    app.switch_page(f"ui/pages/{page}.py").run()
     assert not app.exception, (page, app.exception)
     return app
 

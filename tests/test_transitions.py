@@ -8,11 +8,12 @@ import torch
 from _helpers import TINY, seqs_of
 
 from core.checkpoint import load_model, save_model
-from core.evaluate import ModelScorer
 from core.model import ModelConfig, PreferenceModel, append_mask
 from core.recommend import next_item_probabilities, top_k_all
+from core.scoring import ModelScorer
 from core.sequences import load_sequences
-from core.train import TrainConfig, leave_one_out, train, transition_pairs
+from core.splits import leave_one_out
+from core.train import TrainConfig, train, transition_pairs
 
 
 def test_the_memory_is_the_posterior_with_the_transformer_as_prior() -> None:

@@ -13,11 +13,9 @@ import pandas as pd
 import streamlit as st
 
 from core import escape
-from core.demo import load_demo
 from core.exports import PREFIX as EXPORT_PREFIX
-from core.jobs import data_home, free_model_name, lost_model_message, start_run
+from core.jobs import data_home, first_start, lost_model_message
 from core.store import DatasetInfo, Store, open_store
-from core.train import TrainConfig
 from core.uploads import sweep
 
 log = logging.getLogger("reclens")
@@ -39,16 +37,7 @@ def get_store() -> Store:
     swept = sweep(upload_home(store)) + sweep(export_home(store), EXPORT_PREFIX)
     if swept:
         log.info("deleted %d uploaded or exported file(s) left by an earlier run", swept)
-    if not store.list_datasets():
-        load_demo(store, "demo")
-        if os.environ.get("RECLENS_AUTOTRAIN", "1") != "0" and not store.list_models():
-            # Every page has a model to show about a minute after the first start.
-            start_run(
-                store,
-                "demo",
-                TrainConfig.from_preset("fast", text_encoder="none"),
-                name=free_model_name(store, "demo-fast"),  # a kept models/ folder stays
-            )
+    first_start(store, autotrain=os.environ.get("RECLENS_AUTOTRAIN", "1") != "0")
     return store
 
 

@@ -17,8 +17,8 @@ from core.recommend import (
     recommend,
 )
 from core.tables import drop_empty_columns
-from pages.common import export_home, fmt_int, get_store, md_escape, require_dataset
-from pages.insights import current_user, item_label, require_model, side_baseline, user_search
+from ui.common import export_home, fmt_int, get_store, md_escape, require_dataset
+from ui.model_views import current_user, item_label, require_model, side_baseline, user_search
 
 WHATIF = "whatif_history"  # the edited history (item ids, oldest first)
 WHATIF_OWNER = "whatif_for"  # whose history it started from

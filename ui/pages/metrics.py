@@ -14,7 +14,7 @@ from core.baselines import BASELINES, DESCRIPTIONS, FAST_BASELINES
 from core.checkpoint import CheckpointError
 from core.jobs import model_warning
 from core.store import StoreError
-from pages.common import ACTIVE_MODEL, fmt_int, get_store, md_escape, require_dataset
+from ui.common import ACTIVE_MODEL, fmt_int, get_store, md_escape, require_dataset
 
 RUN_KEY = "metrics_run_id"
 METRICS = {"NDCG": "ndcg", "HR": "hr", "Recall": "recall", "Precision": "precision"}

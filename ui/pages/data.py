@@ -28,7 +28,7 @@ from core.store import StoreError, slugify
 from core.suggest import LOG_ITEM_ROLES, Guess
 from core.tables import drop_empty_columns, with_main_category
 from core.uploads import Spool
-from pages.common import (
+from ui.common import (
     PENDING_DATASET,
     active_dataset,
     cached_frame,

@@ -15,7 +15,7 @@ from core.checkpoint import CheckpointError
 from core.jobs import resolve_model
 from core.recommend import ModelData, fit_side_baseline, load_model_data
 from core.store import StoreError
-from pages.common import ACTIVE_MODEL, active_dataset, get_store, md_escape
+from ui.common import ACTIVE_MODEL, active_dataset, get_store, md_escape
 
 # The user both pages look at (a plain key: it survives page switches).
 SELECTED_USER = "selected_user"
@@ -69,7 +69,7 @@ def require_model() -> tuple[ModelData, str, str]:
             "sidebar."
         )
         st.page_link(
-            "pages/train.py", label="Go to the Train page", icon=":material/model_training:"
+            "ui/pages/train.py", label="Go to the Train page", icon=":material/model_training:"
         )
         st.stop()
     dataset = active_dataset()

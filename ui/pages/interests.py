@@ -8,8 +8,8 @@ import streamlit as st
 
 from core import charts, interests
 from core.tables import drop_empty_columns, with_main_category
-from pages.common import fmt_int, get_store, md_escape, require_dataset
-from pages.insights import (
+from ui.common import fmt_int, get_store, md_escape, require_dataset
+from ui.model_views import (
     SELECTED_USER,
     current_user,
     interest_vectors,

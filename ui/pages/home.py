@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages.common import active_dataset, cached_stats, fmt_int
+from ui.common import active_dataset, cached_stats, fmt_int
 
 st.title("RecLens")
 st.markdown(
@@ -27,26 +27,28 @@ st.subheader("Where to go")
 left, right = st.columns(2)
 with left:
     st.page_link(
-        "pages/data.py", label="**Data**: upload, map columns, explore", icon=":material/database:"
+        "ui/pages/data.py",
+        label="**Data**: upload, map columns, explore",
+        icon=":material/database:",
     )
     st.page_link(
-        "pages/train.py",
+        "ui/pages/train.py",
         label="**Train**: fit the BERT preference model",
         icon=":material/model_training:",
     )
     st.page_link(
-        "pages/metrics.py",
+        "ui/pages/metrics.py",
         label="**Metrics**: honest full-ranking evaluation",
         icon=":material/monitoring:",
     )
 with right:
     st.page_link(
-        "pages/interests.py",
+        "ui/pages/interests.py",
         label="**Interests**: what each user wants",
         icon=":material/person_search:",
     )
     st.page_link(
-        "pages/recommendations.py",
+        "ui/pages/recommendations.py",
         label="**Recommendations**: top-K and why",
         icon=":material/recommend:",
     )

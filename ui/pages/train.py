@@ -23,11 +23,12 @@ from core.jobs import (
     start_run,
     stop_run,
 )
+from core.splits import VAL_SHARE, VAL_USERS_MIN
 from core.store import StoreError, slugify
 from core.tables import drop_empty_columns
 from core.text import TextEncoderError
-from core.train import PRESETS, VAL_SHARE, VAL_USERS_MIN, TrainConfig
-from pages.common import PENDING_MODEL, fmt_int, get_store, md_escape, require_dataset
+from core.train import PRESETS, TrainConfig
+from ui.common import PENDING_MODEL, fmt_int, get_store, md_escape, require_dataset
 
 log = logging.getLogger("reclens.train")
 

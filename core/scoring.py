@@ -1,0 +1,80 @@
+"""What an evaluation ranks: the :class:`Scorer` interface our models and every
+baseline share, and :class:`ModelScorer`, a :class:`core.model.PreferenceModel` as one.
+
+Below both :mod:`core.baselines` and :mod:`core.evaluate`, so that neither imports the
+other to get it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from core.model import PreferenceModel, append_mask
+
+
+class Scorer(Protocol):
+    """What the evaluation ranks: our models and every baseline alike.
+
+    Attributes:
+        name: key in results (``pop``, a model name...).
+        history_len: how many of the most recent items :meth:`score` reads.
+        continuous: scores never tie in practice (skip the tie count).
+    """
+
+    name: str
+    history_len: int
+    continuous: bool
+
+    def score(self, histories: torch.Tensor) -> torch.Tensor:
+        """(batch, history_len) left-padded item indices (0 = padding, most recent
+        last) -> (batch, n_items + 2) float32 scores (columns 0 and n_items + 1 are
+        ignored). The evaluation may modify the returned tensor."""
+        ...
+
+
+class ModelScorer:
+    """A :class:`core.model.PreferenceModel` (bidirectional, or causal for SASRec) as a scorer.
+
+    The bidirectional model reads the last ``max_len - 1`` items followed by the mask
+    token (as :mod:`core.recommend` does); a causal one reads the last ``max_len - 1``
+    items and predicts from the last position.
+    """
+
+    continuous = True
+
+    def __init__(self, model: PreferenceModel, name: str) -> None:
+        self.model = model.eval()
+        self.name = name
+        causal = model.config.causal
+        self.history_len = model.config.max_len - 1 if causal else model.config.max_len
+        self.device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def embed(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(user states (batch, hidden), item table (n_items + 2, hidden), item bias):
+        the scores are ``states @ table.T + bias``."""
+        model = self.model
+        hist = histories.to(self.device).long()
+        n_cols = hist.shape[1]
+        count = int((hist != 0).sum(1).max()) if len(hist) else 1
+        if model.config.causal:
+            width = max(1, min(count, n_cols))
+            inputs = hist[:, n_cols - width :]
+        else:
+            width = min(count, n_cols - 1) + 1
+            inputs = append_mask(hist, model.config.mask_index)[:, n_cols - width :]
+        table = model.item_table()
+        states = model.head(model.encode(inputs, table=table)[:, -1])
+        return states.float(), table.float(), model.item_bias.float()
+
+    @torch.no_grad()
+    def score(self, histories: torch.Tensor) -> torch.Tensor:
+        """Next-item scores; with a transition memory, its log-probabilities."""
+        states, table, bias = self.embed(histories)
+        logits = torch.addmm(bias, states, table.T)
+        if not self.model.config.transitions:
+            return logits
+        logits[:, self.model.not_item] = float("-inf")
+        return self.model.with_transitions(logits, histories[:, -1].to(self.device).long())
