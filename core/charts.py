@@ -157,6 +157,7 @@ def training_curves(
     ``with_memory``: the saved model's validation NDCG@10 with its transition memory,
     drawn as a dashed level across the epochs (the curve is the Transformer's own).
     """
+    title = plotly_text(title)  # it may name a model or an item
     if not epochs:
         return _empty(title, "The first epoch has not finished yet.")
     frame = pd.DataFrame(epochs)
@@ -233,6 +234,7 @@ def metric_bars(frame: pd.DataFrame, metric: str, ranking: str = "full") -> go.F
     title = f"{metric} ({ranking} ranking, 95% CI)"
     if frame.empty:
         return _empty(title, "No results yet: run an evaluation.")
+    frame = _escaped(frame, "name")  # model names are slugs; escaped all the same
     frame = frame.sort_values("value", ascending=False)
     colors = _name_colors(list(frame["name"]))
     fig = go.Figure(
@@ -261,6 +263,7 @@ def metric_at_k(frame: pd.DataFrame, metric: str, ranking: str = "full") -> go.F
     title = f"{metric}@K ({ranking} ranking)"
     if frame.empty:
         return _empty(title, "No results yet: run an evaluation.")
+    frame = _escaped(frame, "name")  # model names are slugs; escaped all the same
     colors = _name_colors(list(frame["name"]))
     fig = px.line(
         frame.sort_values("k"),
@@ -288,6 +291,7 @@ def segment_chart(frame: pd.DataFrame, segment: str, metric: str) -> go.Figure:
     title = f"{metric} by {segment} (full ranking)"
     if frame.empty:
         return _empty(title, "No results yet: run an evaluation.")
+    frame = _escaped(frame, "name")  # model names are slugs; escaped all the same
     frame = frame.sort_values(["order", "name"])
     users = frame.drop_duplicates("bucket").set_index("bucket")["users"]
     labels = {b: f"{b}<br>({int(u):,} users)" for b, u in users.items()}
@@ -321,6 +325,7 @@ def beyond_accuracy(frame: pd.DataFrame, k: int) -> go.Figure:
     title = f"Beyond accuracy of the top-{k} lists (all users)"
     if frame.empty:
         return _empty(title, "No results yet: run an evaluation.")
+    frame = _escaped(frame, "name")  # model names are slugs; escaped all the same
     metrics = list(dict.fromkeys(frame["metric"]))
     colors = _name_colors(list(frame["name"]))
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics)
@@ -516,6 +521,7 @@ def explanation_bars(
     frame: pd.DataFrame, title: str = "Why: history items by contribution"
 ) -> go.Figure:
     """Occlusion contributions; ``frame`` has ``label`` and ``contribution`` (probability)."""
+    title = plotly_text(title)  # it may name an item
     if frame.empty:
         return _empty(title, "An empty history: nothing to attribute.")
     colors = ["#2B8A3E" if c >= 0 else "#C92A2A" for c in frame["contribution"]]

@@ -174,6 +174,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--ease-max-items", type=int, help="skip EASE above this many items (20000)")
     ev.add_argument("--no-save", action="store_true", help="do not store the results")
     ev.add_argument("--json", action="store_true")
+
+    rep = sub.add_parser("report", help="one self-contained HTML page of what RecLens found")
+    rep.add_argument("--dataset", required=True)
+    rep.add_argument("--model", help="a registered model name or a directory (of the dataset)")
+    rep.add_argument("--evaluation", help="a stored evaluation run id (default: the latest)")
+    rep.add_argument("--out", required=True, help="FILE.html")
+    rep.add_argument(
+        "--users", help="U1,U2,...: example users (default: the first of each segment, up to 5)"
+    )
+    rep.add_argument("--json", action="store_true")
     return parser
 
 
@@ -625,6 +635,30 @@ def _cmd_evaluate(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     return evaluation.to_json()
 
 
+def _cmd_report(store: Store, args: argparse.Namespace) -> dict[str, Any]:
+    if not args.out.lower().endswith((".html", ".htm")):
+        raise UsageError(f"{args.out}: the report file must end in .html")
+    from core.report import ReportError, write_report
+
+    users = None
+    if args.users is not None:
+        users = [u.strip() for u in args.users.split(",") if u.strip()]
+    try:
+        result = write_report(
+            store,
+            args.dataset,
+            model=args.model,
+            evaluation=args.evaluation,
+            users=users,
+            out=args.out,
+        )
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    return result
+
+
 def _print_human(command: str, result: Any) -> None:
     if command == "evaluate":
         from core.evaluate import describe, significance_label
@@ -747,6 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "interests": _cmd_interests,
             "export": _cmd_export,
             "evaluate": _cmd_evaluate,
+            "report": _cmd_report,
         }[args.command]
         result = handler(store, args)
     except (UsageError, StoreError, IngestError, *_loaded_errors()) as exc:

@@ -78,3 +78,12 @@ def test_a_model_is_compared_with_significance_and_sampled_labels(app: AppTest) 
     assert "sampled figures: 100 negatives" in protocol
     # the chosen model's training curve is shown
     assert app.selectbox(key="eval_curve_model").value == "tiny-eval"
+    # the report of what is shown: built only when asked for, then offered as a download
+    assert not [b for b in app.get("download_button") if "report" in b.proto.label]
+    app.button(key="report_build").click().run()
+    assert not app.exception, app.exception
+    (button,) = [b for b in app.get("download_button") if "report" in b.proto.label]
+    assert button.proto.label.startswith("Download the report (HTML, ")
+    html = app.session_state["metrics_report"][1].decode()
+    run_id = app.session_state["metrics_run_id"]
+    assert html.count("<h2") >= 5 and run_id in html and "tiny-eval" in html

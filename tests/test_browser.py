@@ -289,6 +289,25 @@ def test_main_journey_in_a_real_browser(app_url, upload_files) -> None:
         journey.settle()
         journey.check("06-metrics")
 
+        # The report: built on request, downloaded, opened with the network off.
+        page.get_by_role("button", name="Build the report").click()
+        download_button = page.get_by_role("button", name="Download the report")
+        download_button.wait_for(timeout=300_000)
+        with page.expect_download() as got:
+            download_button.click()
+        report = SHOTS / "report.html"
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        got.value.save_as(report)
+        offline = browser.new_context(offline=True).new_page()
+        failed: list[str] = []
+        offline.on("requestfailed", lambda r: failed.append(r.url))
+        offline.goto(report.as_uri())
+        offline.get_by_role("heading", name="Evaluation").first.wait_for()
+        offline.locator(".plot-container").first.wait_for()  # Plotly drew without a network
+        offline.set_viewport_size({"width": 1200, "height": 4000})
+        offline.screenshot(path=str(SHOTS / "07-report-offline.png"))
+        assert failed == [], failed
+
 
 def test_a_log_without_an_item_file_in_a_real_browser(app_url, ids_only_log) -> None:
     """Upload ids and times only, train a small model on the Train page, then read its

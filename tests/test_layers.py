@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("training", {"train", "jobs"}),
     ("evaluation", {"scoring", "baselines", "evaluate"}),
     ("serving", {"recommend", "interests", "exports", "charts"}),
-    ("reports", {"report", "report_html", "report_users"}),
+    ("reports", {"report", "report_html", "report_users", "report_eval"}),
     ("entry points", {"cli", "__main__", "__init__"}),
 ]
 LEVEL = {module: level for level, (_, modules) in enumerate(LAYERS) for module in modules}

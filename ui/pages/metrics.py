@@ -13,10 +13,12 @@ from core import evaluate as ev
 from core.baselines import BASELINES, DESCRIPTIONS, FAST_BASELINES
 from core.checkpoint import CheckpointError
 from core.jobs import model_warning
+from core.report import ReportError, build_report
 from core.store import StoreError
 from ui.common import ACTIVE_MODEL, fmt_int, get_store, md_escape, require_dataset
 
 RUN_KEY = "metrics_run_id"
+REPORT_KEY = "metrics_report"  # (what it was built for, the HTML bytes)
 METRICS = {"NDCG": "ndcg", "HR": "hr", "Recall": "recall", "Precision": "precision"}
 
 
@@ -237,6 +239,44 @@ def results_section(result: ev.Evaluation) -> None:
         )
 
 
+def report_section(info, chosen: ev.Evaluation | None) -> None:
+    """A self-contained HTML report of the dataset, the active model and the evaluation
+    shown, built only when asked for (it reads stored results; nothing is retrained)."""
+    store = get_store()
+    active = st.session_state.get(ACTIVE_MODEL)
+    model = active if active and store.find_model(active) is not None else None
+    if model is not None and store.get_model(model).dataset != info.name:
+        model = None
+    run_id = chosen.settings.get("run_id") if chosen is not None else None
+    wanted = (info.name, info.fingerprint, model, run_id)
+    st.subheader("Share")
+    st.caption(
+        "One HTML file to send or print, readable offline in any browser: the dataset, "
+        + (f"the model card of **{md_escape(model)}**, " if model else "")
+        + ("this evaluation, " if run_id else "")
+        + "the interests by segment and a few example users, with the same charts as here. "
+        "Also `python -m core report --dataset NAME --out report.html`."
+    )
+    if st.button("Build the report", key="report_build"):
+        with st.spinner("Building the report from stored results…"):
+            try:
+                html = build_report(store, info.name, model, run_id)
+            except (ReportError, StoreError, CheckpointError) as exc:
+                st.error(md_escape(str(exc)))
+                return
+        st.session_state[REPORT_KEY] = (wanted, html.encode("utf-8"))
+    built = st.session_state.get(REPORT_KEY)
+    if built and built[0] == wanted:
+        st.download_button(
+            f"Download the report (HTML, {len(built[1]) / 1e6:.1f} MB)",
+            built[1],
+            file_name=f"reclens-report-{info.name}.html",
+            mime="text/html",
+            key="report_download",
+            on_click="ignore",
+        )
+
+
 info = require_dataset()
 st.title("Metrics")
 st.caption(
@@ -248,3 +288,4 @@ run_section(info)
 chosen = pick_run(info)
 if chosen is not None:
     results_section(chosen)
+report_section(info, chosen)
