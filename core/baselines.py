@@ -95,7 +95,6 @@ class VectorScorer:
     """The same score vector for every user (popularity baselines)."""
 
     history_len = 1
-    continuous = False
 
     def __init__(self, name: str, scores: np.ndarray) -> None:
         self.name = name
@@ -220,7 +219,6 @@ class ItemKNN:
     """
 
     name = "itemknn"
-    continuous = False
 
     def __init__(self, fit: Sequences, neighbours: int = 100, n_last: int = 20) -> None:
         started = time.perf_counter()
@@ -251,7 +249,6 @@ class Markov:
 
     name = "markov"
     history_len = 1
-    continuous = False
 
     def __init__(self, fit: Sequences, alpha: float = 1.0) -> None:
         started = time.perf_counter()
@@ -279,7 +276,6 @@ class EASE:
     """
 
     name = "ease"
-    continuous = False
 
     def __init__(self, fit: Sequences, lam: float = 250.0, history_len: int = 200) -> None:
         started = time.perf_counter()

@@ -17,8 +17,9 @@ The protocol (shared by the app, the CLI, the tests and the benchmarks):
 * **Ties** are handled exactly: when ``t`` other items share the target's score
   and ``g`` score higher, every metric is its expectation over the ``t + 1``
   equally likely positions ``g .. g + t`` (a constant scorer gets chance-level
-  figures, not perfect ones). Scorers whose scores are continuous (the neural
-  models) skip the tie count: ties there have probability zero.
+  figures, not perfect ones). Every scorer's ties are counted, the neural models'
+  too: items they cannot tell apart (never seen in training, they start alike)
+  score exactly alike.
 * **Every scorer ranks the same way** (:class:`Scorer`): a batch of histories in,
   a (batch, n_items + 2) score matrix out; the evaluation loop sets excluded
   columns to ``-inf``, counts items above the target by comparison and takes
@@ -336,11 +337,7 @@ def rank(
         scores.scatter_(1, tgt[:, None], float("-inf"))
         # int32 sums: the bool -> int64 path is several times slower on a CPU.
         g = (scores > target_score).sum(1, dtype=torch.int32)
-        t = (
-            torch.zeros_like(g)
-            if scorer.continuous
-            else (scores == target_score).sum(1, dtype=torch.int32)
-        )
+        t = (scores == target_score).sum(1, dtype=torch.int32)
         greater[rows] = g.cpu().numpy()
         ties[rows] = t.cpu().numpy()
         if sampled:

@@ -291,7 +291,7 @@ def project(vectors: np.ndarray, method: str = "pca") -> np.ndarray:
     ``method="umap"`` needs the ``umap`` package (not a dependency); use
     :func:`umap_available` first.
     """
-    x = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
+    x = torch.tensor(np.asarray(vectors, dtype=np.float32))  # a copy: cached vectors are read-only
     if len(x) == 0:
         return np.zeros((0, 2), dtype=np.float32)
     if method == "umap":
@@ -319,7 +319,7 @@ def kmeans(
     Returns:
         (labels (n,), centroids (k, hidden) in the normalised space).
     """
-    x = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
+    x = torch.tensor(np.asarray(vectors, dtype=np.float32))  # a copy: cached vectors are read-only
     x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
     n = len(x)
     k = max(1, min(int(k), n))

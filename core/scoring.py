@@ -20,12 +20,10 @@ class Scorer(Protocol):
     Attributes:
         name: key in results (``pop``, a model name...).
         history_len: how many of the most recent items :meth:`score` reads.
-        continuous: scores never tie in practice (skip the tie count).
     """
 
     name: str
     history_len: int
-    continuous: bool
 
     def score(self, histories: torch.Tensor) -> torch.Tensor:
         """(batch, history_len) left-padded item indices (0 = padding, most recent
@@ -42,7 +40,6 @@ class ModelScorer:
     items and predicts from the last position.
     """
 
-    continuous = True
 
     def __init__(self, model: PreferenceModel, name: str) -> None:
         self.model = model.eval()

@@ -423,7 +423,8 @@ def rank_targets(
         exclude_seen: items of the history are not ranked (the target always is).
 
     Returns:
-        (n,) int64 ranks: the number of items scored strictly higher than the target.
+        (n,) int64 ranks: the number of other items scored at least as high as the
+        target (a tie counts against it).
     """
     return _count_above(model, histories, targets, device, batch, exclude_seen)
 
@@ -457,6 +458,7 @@ def _count_above(
         tgt = torch.as_tensor(targets[rows], device=device).long()
         states = model.head(model.encode(inputs, kinds, table=table)[:, -1])
         target_logit = (states * table[tgt]).sum(1, keepdim=True) + bias[tgt, None]
+        target_logit = _tie_floor(target_logit)
         # Columns never counted, each once: the non-items, the target itself and,
         # if asked, the history's items.
         skip = [not_item.expand(len(rows), -1), tgt[:, None]] + ([hist] if exclude_seen else [])
@@ -477,16 +479,24 @@ def _count_above(
                     break
             sel = slice(None) if live is None else live
             logits = torch.addmm(bias[lo:hi], states[sel], table[lo:hi].T)
-            above = (logits > target_logit[sel]).sum(1, dtype=torch.int32)
+            above = (logits >= target_logit[sel]).sum(1, dtype=torch.int32)
             inside = first[sel] & (skip[sel] >= lo) & (skip[sel] < lo + logits.shape[1])
             values = logits.gather(1, (skip[sel] - lo).clamp(0, logits.shape[1] - 1))
-            above -= ((values > target_logit[sel]) & inside).sum(1, dtype=torch.int32)
+            above -= ((values >= target_logit[sel]) & inside).sum(1, dtype=torch.int32)
             if live is None:
                 greater += above
             else:
                 greater.index_add_(0, live, above.long())
         ranks[rows] = greater.cpu().numpy()
     return ranks
+
+
+def _tie_floor(target: torch.Tensor) -> torch.Tensor:
+    """The score an item must reach to count as ranked above ``target``: a tie counts
+    against the target (items the model cannot tell apart, such as items never seen in
+    training, which start alike, never rank a target first), and so does a
+    difference within float32 rounding of how the score was computed."""
+    return target - 1e-6 * (1.0 + target.abs())
 
 
 def _trimmed_batches(
@@ -1184,9 +1194,10 @@ def fit_transitions(
         followed = model.transitions_of(hist[:, -1])
         for v in variants:
             scores = logits if v is None else fuse_log_probs(log_probs, *followed, v)
-            target_score = scores.gather(1, tgt)
-            scores = scores.scatter(1, hist, float("-inf"))  # the history's items
-            ranks[v][rows] = (scores > target_score).sum(1).cpu().numpy()
+            target_score = _tie_floor(scores.gather(1, tgt))
+            # Not counted: the history's items and the target itself.
+            scores = scores.scatter(1, hist, float("-inf")).scatter(1, tgt, float("-inf"))
+            ranks[v][rows] = (scores >= target_score).sum(1).cpu().numpy()
     found = {}
     for v in variants:
         ndcg, hr = ndcg_hr_at(ranks[v], 10)

@@ -30,7 +30,6 @@ class FixedScorer:
     """Scores given per item, the same for every user (like a popularity ranking)."""
 
     history_len = 1
-    continuous = False
 
     def __init__(self, scores: list[float], name: str = "fixed") -> None:
         self.name = name
