@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/quality.py [--budget S] [--preset fast|balanced|quality]
                                       [--epochs N] [--batch B] [--lr LR] [--next-items SHARE]
+                                      [--attention bidirectional|prefix] [--keep DIR]
                                       [--baselines all|LIST] [--sampled N] [--data PATH]
 
 Loads ``beauty.txt`` (``user item``, space-delimited, no header, file order = time;
@@ -188,6 +189,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, help="override the preset's batch")
     parser.add_argument("--lr", type=float, help="override the preset's learning rate")
     parser.add_argument("--next-items", type=float, help="override the preset's next-item share")
+    parser.add_argument(
+        "--attention", choices=["bidirectional", "prefix"], help="override the preset's"
+    )
+    parser.add_argument(
+        "--keep", type=Path, help="keep the database (models, evaluation) in this new folder"
+    )
     parser.add_argument("--loss", choices=["auto", "full", "sampled"], help="BERT's loss")
     parser.add_argument("--baselines", default="all")
     parser.add_argument("--sampled", type=int, default=100)
@@ -205,7 +212,11 @@ def main() -> int:
         print(json.dumps({"skipped": f"missing {args.data}"}))
         return 0
     load_start = loadavg(all_three=True)
-    work = Path(tempfile.mkdtemp(prefix="reclens-quality-"))
+    if args.keep:  # for bench/report.py: the database with its models and evaluation
+        args.keep.mkdir(parents=True)  # a new folder: never mixes with an earlier run
+        work = args.keep.resolve()
+    else:
+        work = Path(tempfile.mkdtemp(prefix="reclens-quality-"))
     os.environ["RECLENS_HOME"] = str(work)
     started = time.perf_counter()
     try:
@@ -224,6 +235,7 @@ def main() -> int:
             batch=args.batch,
             lr=args.lr,
             next_item_share=args.next_items,
+            attention=args.attention,
             loss=args.loss,
         )
 
@@ -264,8 +276,10 @@ def main() -> int:
             progress=progress,
         )
         run_s = time.perf_counter() - t0
+        store.close()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     table = []
     for name, res in evaluation.results.items():
         sampled = res.get("sampled", {})

@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
         help="share (0-1) of every history's next-item prefixes added to each epoch",
     )
     tr.add_argument(
+        "--attention",
+        choices=["bidirectional", "prefix"],
+        help="prefix: each item sees only the ones before it and every prefix of a window "
+        "trains in one pass; bidirectional: BERT4Rec's cloze windows",
+    )
+    tr.add_argument(
         "--event-types",
         action="store_true",
         help="embed each event's type (view, cart, ...) when the dataset has several",
@@ -403,6 +409,7 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             mask_prob=args.mask_prob,
             dropout=args.dropout,
             next_item_share=args.next_items,
+            attention=args.attention,
             event_types=True if args.event_types else None,
             transitions=False if args.no_transitions else None,
             loss=args.loss,

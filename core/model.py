@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel
 
+ATTENTIONS = ("bidirectional", "prefix")
+
 
 @dataclass
 class ModelConfig:
@@ -49,6 +51,12 @@ class ModelConfig:
         n_event_types (int, default 0): event types embedded as token types (0 = none).
         text_dim (int, default 0): size of the item text vectors (0 = no text).
         causal (bool, default False): left-to-right attention (SASRec-style baseline).
+        attention (str, default "bidirectional"): how the positions of a history see
+            each other. ``bidirectional`` (BERT4Rec): every position sees every other.
+            ``prefix``: an item sees itself and the items before it, a mask token sees
+            every item before it, so the mask after a history reads it exactly as
+            training read each of its prefixes, and training scores every prefix of a
+            window in one pass (:meth:`PreferenceModel.encode_every_prefix`).
         transitions (int, default 0): recorded (item, next item) pairs of the transition
             memory (0 = none).
         transition_alpha (float, default 1.0): weight of the Transformer's prediction
@@ -64,8 +72,15 @@ class ModelConfig:
     n_event_types: int = 0
     text_dim: int = 0
     causal: bool = False
+    attention: str = "bidirectional"
     transitions: int = 0
     transition_alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTIONS:
+            raise ValueError(
+                f"unknown attention {self.attention!r}: choose {' or '.join(ATTENTIONS)}"
+            )
 
     @property
     def mask_index(self) -> int:
@@ -259,12 +274,68 @@ class PreferenceModel(nn.Module):
         ).expand(items.shape[0], -1)
         if not self.config.n_event_types:
             event_types = None
+        if self.config.attention == "prefix":
+            attention = prefix_mask(items, self.config.mask_index)
+        else:
+            attention = (items != 0).long()
         return self.encoder(
             inputs_embeds=F.embedding(items, table),
-            attention_mask=(items != 0).long(),
+            attention_mask=attention,
             token_type_ids=event_types,
             position_ids=positions,
         ).last_hidden_state
+
+    def encode_every_prefix(
+        self,
+        windows: torch.Tensor,
+        event_types: torch.Tensor | None = None,
+        table: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """States of a mask token after every prefix of each window, in one pass.
+
+        For a ``prefix`` model: the window's items are followed by one mask token per
+        item, at that item's position; the mask standing for item ``t`` sees items
+        ``1..t-1`` and itself, the items see themselves and the items before them. So
+        the mask for item ``t`` is computed exactly as :meth:`encode` computes the mask
+        after the history ``1..t-1`` (same attention, positions shifted), and a window
+        of ``w`` items trains ``w - 1`` next-item questions for the cost of ``2w`` tokens,
+        where one window per prefix costs about ``w^2 / 2``.
+
+        Args:
+            windows: (batch, width) left-padded items (no mask tokens).
+            event_types: (batch, width) their event types, optional.
+
+        Returns:
+            (batch, width, hidden): the state that predicts ``windows[:, t]`` from the
+            items before it (meaningless where ``t`` is padding or the first item).
+        """
+        table = self.item_table() if table is None else table
+        batch, width = windows.shape
+        device = windows.device
+        real = windows != 0
+        masks = torch.where(real, self.config.mask_index, 0)
+        positions = torch.arange(self.config.max_len - width, self.config.max_len, device=device)
+        earlier = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+        itself = torch.eye(width, dtype=torch.bool, device=device).expand(batch, -1, -1)
+        items_see = (earlier & real[:, None, :]) | itself
+        masks_see = earlier.tril(-1) & real[:, None, :]
+        attention = torch.cat(
+            [
+                torch.cat([items_see, torch.zeros_like(items_see)], 2),
+                torch.cat([masks_see, itself], 2),
+            ],
+            1,
+        )[:, None]
+        if self.config.n_event_types and event_types is not None:
+            event_types = torch.cat([event_types, torch.zeros_like(event_types)], 1)
+        else:
+            event_types = None
+        return self.encoder(
+            inputs_embeds=F.embedding(torch.cat([windows, masks], 1), table),
+            attention_mask=attention,
+            token_type_ids=event_types,
+            position_ids=positions.repeat(2).expand(batch, -1),
+        ).last_hidden_state[:, width:]
 
     def score(self, states: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Logits over the item table for encoder states of shape (..., hidden).
@@ -337,6 +408,22 @@ def fuse_log_probs(
         prior = out[rows, cols]  # log(alpha * p / (C + alpha)) at the recorded pairs
         out[rows, cols] = torch.logaddexp(torch.log(counts.float()) - norm[rows], prior)
     return out
+
+
+def prefix_mask(items: torch.Tensor, mask_index: int) -> torch.Tensor:
+    """The attention of a ``prefix`` model over ``items``, shape (batch, 1, length, length).
+
+    Each position sees itself and the real items (not padding, not mask tokens) before
+    it, so no position ever sees a later one: the mask token after a history sees the
+    whole history, each item only its past.
+    """
+    length = items.shape[1]
+    earlier = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+    is_item = (items != 0) & (items != mask_index)
+    allowed = (earlier & is_item[:, None, :]) | torch.eye(
+        length, dtype=torch.bool, device=items.device
+    )
+    return allowed[:, None]
 
 
 def append_mask(histories: torch.Tensor, mask_index: int) -> torch.Tensor:

@@ -40,7 +40,6 @@ class ModelScorer:
     items and predicts from the last position.
     """
 
-
     def __init__(self, model: PreferenceModel, name: str) -> None:
         self.model = model.eval()
         self.name = name

@@ -43,7 +43,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from core.checkpoint import replace_folder, restore_interrupted
-from core.model import ModelConfig, PreferenceModel, append_mask, fuse_log_probs
+from core.model import ATTENTIONS, ModelConfig, PreferenceModel, append_mask, fuse_log_probs
 from core.sequences import Sequences
 from core.splits import leave_one_out
 from core.text import native_bfloat16
@@ -51,21 +51,22 @@ from core.text import native_bfloat16
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 PRESETS: dict[str, dict] = {
-    # Trains the demo dataset to good quality in well under a minute on 2 CPU cores.
-    # Next-item windows teach far more per second than masked windows alone: two epochs
-    # with half of all prefixes beat six epochs without (demo val NDCG@10 0.34 against
-    # 0.26 in about the same time; BENCHMARKS.md, "Next-item windows").
+    # Trains the demo dataset to good quality in under a minute on 2 CPU cores. Prefix
+    # attention asks for every item of a window from the items before it in one pass:
+    # six such epochs beat two epochs of cloze plus next-item windows, in less time
+    # (demo val NDCG@10 0.448 against 0.375 for the Transformer; on MovieLens it passes
+    # Markov; BENCHMARKS.md, "Prefix attention").
     "fast": dict(
         max_len=50,
         hidden=64,
         layers=2,
         heads=2,
-        epochs=2,
-        batch=256,
+        epochs=6,
+        batch=64,
         lr=5e-3,
         patience=3,
         dropout=0.2,
-        next_item_share=0.5,
+        attention="prefix",
         item_init="pmi",
     ),
     # Minutes on a CPU for a mid-sized catalogue: every prefix every epoch, large
@@ -121,7 +122,13 @@ class TrainConfig:
         last_item_prob (float): fraction of windows with only the final item masked.
         next_item_share (float): share of all next-item prefixes (a history's first k
             items, the last one masked) added to each epoch's windows, drawn afresh
-            every epoch; 1 = every prefix of every history.
+            every epoch; 1 = every prefix of every history. Not used with
+            ``attention="prefix"``, which trains every prefix of every window.
+        attention (str): ``bidirectional`` (BERT4Rec: cloze-masked windows, every
+            position sees every other) or ``prefix`` (an item sees the items before it,
+            a mask token every item before it; each step asks for every item of each
+            window from the items before it in one pass; see
+            :meth:`core.model.PreferenceModel.encode_every_prefix`).
         loss (str): ``auto`` (full softmax unless the catalogue exceeds
             ``sampled_threshold`` items), ``full`` or ``sampled``.
         sampled_threshold (int): catalogue size above which ``auto`` samples.
@@ -170,6 +177,7 @@ class TrainConfig:
     mask_prob: float = 0.2
     last_item_prob: float = 0.15
     next_item_share: float = 0.0
+    attention: str = "bidirectional"
     loss: str = "auto"
     sampled_threshold: int = 50_000
     negatives: int = 2048
@@ -188,6 +196,10 @@ class TrainConfig:
     item_init: str = "random"
 
     def __post_init__(self) -> None:
+        if self.attention not in ATTENTIONS:
+            raise ValueError(
+                f"unknown attention {self.attention!r}: choose {' or '.join(ATTENTIONS)}"
+            )
         if self.item_init not in ("random", "pmi"):
             raise ValueError(f"unknown item init {self.item_init!r}: choose random or pmi")
         if self.precision not in PRECISIONS:
@@ -232,6 +244,7 @@ class TrainConfig:
             dropout=self.dropout,
             text_dim=text_dim,
             causal=self.causal,
+            attention="bidirectional" if self.causal else self.attention,
             n_event_types=n_event_types,
         )
 
@@ -386,6 +399,15 @@ def mask_batch(
     mask[~mask.any(1), -1] = True  # every row predicts something
     inputs = windows.masked_fill(mask, mask_index)
     return inputs, mask
+
+
+def prefix_targets(windows: torch.Tensor) -> torch.Tensor:
+    """The positions of left-padded ``windows`` that have an item before them: what a
+    ``prefix`` model is asked for in one pass (every item but each window's first)."""
+    real = windows != 0
+    targets = torch.zeros_like(real)
+    targets[:, 1:] = real[:, 1:] & real[:, :-1]
+    return targets
 
 
 def causal_batch(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -803,7 +825,8 @@ def train(
     # Next-item windows: a fresh random share of all prefixes each epoch, masked at
     # their final item only (the question a recommendation asks).
     n_next = 0
-    if config.next_item_share and not config.causal:
+    every_prefix = model_config.attention == "prefix"
+    if config.next_item_share and not config.causal and not every_prefix:
         next_users, next_ends = prefix_ends(split.train)
         n_next = int(round(config.next_item_share * len(next_ends)))
     copies = max(1, math.ceil(config.min_steps_per_epoch * config.batch / (len(windows) + n_next)))
@@ -874,6 +897,8 @@ def train(
                 if config.causal:
                     inputs, mask, batch = causal_batch(batch)
                     types = None if types is None else types[:, :-1]
+                elif every_prefix:  # every item asked for from the items before it
+                    inputs, mask = batch, prefix_targets(batch)
                 else:
                     inputs, mask = mask_batch(
                         batch,
@@ -910,6 +935,7 @@ def train(
                         generator,
                         device,
                         types,
+                        every_prefix,
                     )
                 optimizer.zero_grad(set_to_none=True)
                 (loss * weight).backward()
@@ -1258,10 +1284,16 @@ def _step_loss(
     generator: torch.Generator,
     device: torch.device,
     event_types: torch.Tensor | None = None,
+    every_prefix: bool = False,
 ) -> torch.Tensor:
-    """Cross-entropy of the masked positions: full softmax or sampled with logQ correction."""
+    """Cross-entropy of the masked positions: full softmax or sampled with logQ correction.
+
+    ``every_prefix``: ``inputs`` are plain windows, each position of ``mask`` predicted
+    from the items before it (:meth:`PreferenceModel.encode_every_prefix`).
+    """
     table = model.item_table()
-    states = model.encode(inputs, event_types, table=table)[mask]  # (M, hidden): masked only
+    encode = model.encode_every_prefix if every_prefix else model.encode
+    states = encode(inputs, event_types, table=table)[mask]  # (M, hidden): masked only
     labels = labels_full[mask]
     if loss_mode == "full":
         if states.is_cuda:  # plenty of memory bandwidth (and bfloat16 autocast) there

@@ -17,6 +17,7 @@ TINY = dict(
     text_encoder="none",
     dropout=0.0,
     next_item_share=0.0,  # masked windows only: the mechanics, quickly
+    attention="bidirectional",  # tests of prefix attention ask for it
 )
 
 

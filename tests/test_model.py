@@ -155,6 +155,46 @@ def test_next_item_windows_add_steps_and_stay_reproducible(demo_seqs) -> None:
     assert steps(0.5)[1] == pytest.approx(loss, rel=1e-5)
 
 
+def test_a_prefix_model_reads_a_history_as_training_read_each_prefix() -> None:
+    torch.manual_seed(0)
+    model = PreferenceModel(ModelConfig(n_items=30, max_len=8, dropout=0.0, attention="prefix"))
+    model.eval()
+    window = torch.tensor([[0, 0, 3, 7, 5, 9, 2, 4]])
+    later_changed = window.clone()
+    later_changed[0, 5:] = torch.tensor([11, 12, 13])
+    with torch.no_grad():
+        every = model.encode_every_prefix(window)
+        changed = model.encode_every_prefix(later_changed)
+        # The mask after the history 3 7 5 9 2, as ranking reads it.
+        history = append_mask(window[:, :7], model.config.mask_index)[:, 1:]
+        ranked = model.encode(history)[:, -1]
+        both_ways = PreferenceModel(replace(model.config, attention="bidirectional"))
+        both_ways.load_state_dict(model.state_dict())
+        bidirectional = both_ways.eval().encode(history)[:, -1]
+    # The state that asks for item t was computed from the items before t only...
+    torch.testing.assert_close(every[0, :6], changed[0, :6])
+    assert not torch.allclose(every[0, 6:], changed[0, 6:])
+    # ...exactly as the mask after that history is when a user is ranked.
+    torch.testing.assert_close(every[:, 7], ranked)
+    assert not torch.allclose(ranked, bidirectional)
+    assert torch.isfinite(every).all() and torch.isfinite(changed).all()
+
+
+def test_prefix_training_asks_for_every_item_of_a_window_in_one_step(demo_seqs) -> None:
+    config = TrainConfig.from_preset("fast", epochs=1, **{**TINY, "attention": "prefix"})
+    seen: list[Progress] = []
+    result = train(demo_seqs, config, callback=seen.append)
+    split = leave_one_out(demo_seqs)
+    windows = len(training_windows(split.train, TINY["max_len"]))
+    assert seen[-1].steps_per_epoch == -(-windows // TINY["batch"])  # no next-item windows
+    assert result.model.config.attention == "prefix"
+    again = train(demo_seqs, config)
+    assert again.history[0]["loss"] == pytest.approx(result.history[0]["loss"], rel=1e-5)
+    assert result.best_val_ndcg10 > popularity_val_ndcg(demo_seqs)
+    with pytest.raises(ValueError, match="unknown attention 'sideways'"):
+        TrainConfig.from_preset("fast", attention="sideways")
+
+
 class _TickingClock:
     """``core.train``'s clock in a test: every reading is ``tick`` seconds after the last,
     so a time budget ends a run after the same steps on a quiet or a busy machine."""

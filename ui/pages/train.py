@@ -23,6 +23,7 @@ from core.jobs import (
     start_run,
     stop_run,
 )
+from core.model import ATTENTIONS
 from core.splits import VAL_SHARE, VAL_USERS_MIN
 from core.store import StoreError, slugify
 from core.tables import drop_empty_columns
@@ -35,7 +36,7 @@ log = logging.getLogger("reclens.train")
 LOADED_MODEL = "loaded_model"  # (name, warnings) of the folder just loaded, shown once
 
 PRESET_HELP = {
-    "fast": "small model, two epochs: about half a minute on the demo data (2 CPU cores)",
+    "fast": "small model, six quick epochs: under a minute on the demo data (2 CPU cores)",
     "balanced": "longer histories, every next-item prefix, eight epochs: minutes",
     "quality": "largest model, longest histories, early stopping decides: best on a GPU",
 }
@@ -108,6 +109,16 @@ def start_section(dataset: str) -> None:
             "histories, with the Transformer's prediction as the prior; kept only when it "
             "ranks the validation targets better",
         )
+        attention = h[3].selectbox(
+            "Attention",
+            list(ATTENTIONS),
+            index=list(ATTENTIONS).index(defaults.attention),
+            key=f"attention_{preset}",
+            help="prefix: each item sees only the items before it, so one pass trains every "
+            "next item of a history (fast, and the mask after a history reads it exactly as "
+            "training did); bidirectional: BERT4Rec's cloze-masked windows, every position "
+            "sees every other",
+        )
         types = h[2].checkbox(
             "Event-type embeddings",
             key=f"types_{preset}",
@@ -160,6 +171,7 @@ def start_section(dataset: str) -> None:
             lr=float(lr),
             mask_prob=float(mask_prob),
             next_item_share=float(next_items),
+            attention=attention,
             text_encoder=text,
             event_types=bool(types),
             transitions=bool(transitions),
