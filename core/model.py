@@ -290,7 +290,8 @@ class PreferenceModel(nn.Module):
         windows: torch.Tensor,
         event_types: torch.Tensor | None = None,
         table: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        with_items: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """States of a mask token after every prefix of each window, in one pass.
 
         For a ``prefix`` model: the window's items are followed by one mask token per
@@ -308,6 +309,8 @@ class PreferenceModel(nn.Module):
         Returns:
             (batch, width, hidden): the state that predicts ``windows[:, t]`` from the
             items before it (meaningless where ``t`` is padding or the first item).
+            With ``with_items``, also the items' own states (batch, width, hidden), each
+            computed from that item and the ones before it.
         """
         table = self.item_table() if table is None else table
         batch, width = windows.shape
@@ -330,12 +333,13 @@ class PreferenceModel(nn.Module):
             event_types = torch.cat([event_types, torch.zeros_like(event_types)], 1)
         else:
             event_types = None
-        return self.encoder(
+        states = self.encoder(
             inputs_embeds=F.embedding(torch.cat([windows, masks], 1), table),
             attention_mask=attention,
             token_type_ids=event_types,
             position_ids=positions.repeat(2).expand(batch, -1),
-        ).last_hidden_state[:, width:]
+        ).last_hidden_state
+        return (states[:, width:], states[:, :width]) if with_items else states[:, width:]
 
     def score(self, states: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Logits over the item table for encoder states of shape (..., hidden).

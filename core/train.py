@@ -129,6 +129,8 @@ class TrainConfig:
             a mask token every item before it; each step asks for every item of each
             window from the items before it in one pass; see
             :meth:`core.model.PreferenceModel.encode_every_prefix`).
+        item_targets (bool): with ``prefix`` attention, each item's own state is also
+            trained to name the next item (as a causal model's is), from the same pass.
         loss (str): ``auto`` (full softmax unless the catalogue exceeds
             ``sampled_threshold`` items), ``full`` or ``sampled``.
         sampled_threshold (int): catalogue size above which ``auto`` samples.
@@ -178,6 +180,7 @@ class TrainConfig:
     last_item_prob: float = 0.15
     next_item_share: float = 0.0
     attention: str = "bidirectional"
+    item_targets: bool = False
     loss: str = "auto"
     sampled_threshold: int = 50_000
     negatives: int = 2048
@@ -826,6 +829,8 @@ def train(
     # their final item only (the question a recommendation asks).
     n_next = 0
     every_prefix = model_config.attention == "prefix"
+    if every_prefix and config.item_targets:
+        every_prefix = "masks+items"
     if config.next_item_share and not config.causal and not every_prefix:
         next_users, next_ends = prefix_ends(split.train)
         n_next = int(round(config.next_item_share * len(next_ends)))
@@ -1284,7 +1289,7 @@ def _step_loss(
     generator: torch.Generator,
     device: torch.device,
     event_types: torch.Tensor | None = None,
-    every_prefix: bool = False,
+    every_prefix: bool | str = False,
 ) -> torch.Tensor:
     """Cross-entropy of the masked positions: full softmax or sampled with logQ correction.
 
@@ -1292,9 +1297,15 @@ def _step_loss(
     from the items before it (:meth:`PreferenceModel.encode_every_prefix`).
     """
     table = model.item_table()
-    encode = model.encode_every_prefix if every_prefix else model.encode
-    states = encode(inputs, event_types, table=table)[mask]  # (M, hidden): masked only
-    labels = labels_full[mask]
+    if every_prefix == "masks+items":  # each item's own state also names the next item
+        masks, items = model.encode_every_prefix(inputs, event_types, table, with_items=True)
+        after = mask[:, 1:]
+        states = torch.cat([masks[mask], items[:, :-1][after]])
+        labels = torch.cat([labels_full[mask], labels_full[:, 1:][after]])
+    else:
+        encode = model.encode_every_prefix if every_prefix else model.encode
+        states = encode(inputs, event_types, table=table)[mask]  # (M, hidden): masked only
+        labels = labels_full[mask]
     if loss_mode == "full":
         if states.is_cuda:  # plenty of memory bandwidth (and bfloat16 autocast) there
             return F.cross_entropy(model.score(states, table), labels)

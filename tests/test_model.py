@@ -191,6 +191,10 @@ def test_prefix_training_asks_for_every_item_of_a_window_in_one_step(demo_seqs) 
     again = train(demo_seqs, config)
     assert again.history[0]["loss"] == pytest.approx(result.history[0]["loss"], rel=1e-5)
     assert result.best_val_ndcg10 > popularity_val_ndcg(demo_seqs)
+    # The items' own states can name the next item too, from the same pass.
+    both = train(demo_seqs, replace(config, item_targets=True))
+    assert both.history[0]["loss"] != pytest.approx(result.history[0]["loss"], rel=1e-3)
+    assert both.best_val_ndcg10 > popularity_val_ndcg(demo_seqs)
     with pytest.raises(ValueError, match="unknown attention 'sideways'"):
         TrainConfig.from_preset("fast", attention="sideways")
 
