@@ -147,8 +147,9 @@ def test_bfloat16_and_float32_training_learn_the_same(demo_seqs) -> None:
     """Mixed precision changes the arithmetic, not what is learned (demo, full softmax)."""
     figures = {}
     for precision in ("float32", "bfloat16"):
+        # Two epochs: on a CPU without bfloat16 units the products are emulated, slowly.
         config = TrainConfig.from_preset(
-            "fast", text_encoder="none", transitions=False, precision=precision, seed=1
+            "fast", text_encoder="none", transitions=False, precision=precision, seed=1, epochs=2
         )
         result = train(demo_seqs, config)
         assert result.config.precision == precision
