@@ -88,7 +88,12 @@ def start_section(dataset: str) -> None:
             key=f"lr_{preset}",
         )
         mask_prob = h[3].number_input(
-            "Mask probability", 0.05, 0.9, defaults.mask_prob, key=f"mask_{preset}"
+            "Mask probability",
+            0.05,
+            0.9,
+            defaults.mask_prob,
+            key=f"mask_{preset}",
+            help="share of positions masked in cloze windows (bidirectional attention only)",
         )
         h = st.columns(4)
         next_items = h[0].number_input(
@@ -99,7 +104,8 @@ def start_section(dataset: str) -> None:
             step=0.25,
             key=f"next_{preset}",
             help="share of every history's prefixes trained to predict their next item, "
-            "on top of the masked windows: more learning per epoch, longer epochs",
+            "on top of the masked windows: more learning per epoch, longer epochs "
+            "(bidirectional attention only: prefix attention trains every prefix anyway)",
         )
         transitions = h[1].checkbox(
             "Transition memory",
