@@ -318,10 +318,9 @@ class PreferenceModel(nn.Module):
         real = windows != 0
         masks = torch.where(real, self.config.mask_index, 0)
         positions = torch.arange(self.config.max_len - width, self.config.max_len, device=device)
-        earlier = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+        items_see = prefix_mask(windows, self.config.mask_index)[:, 0]  # (batch, w, w)
         itself = torch.eye(width, dtype=torch.bool, device=device).expand(batch, -1, -1)
-        items_see = (earlier & real[:, None, :]) | itself
-        masks_see = earlier.tril(-1) & real[:, None, :]
+        masks_see = items_see & ~itself  # the items strictly before
         attention = torch.cat(
             [
                 torch.cat([items_see, torch.zeros_like(items_see)], 2),

@@ -832,8 +832,7 @@ def train(
     # their final item only (the question a recommendation asks).
     n_next = 0
     every_prefix = model_config.attention == "prefix"
-    if every_prefix and config.item_targets:
-        every_prefix = "masks+items"
+    item_targets = every_prefix and config.item_targets
     if config.next_item_share and not config.causal and not every_prefix:
         next_users, next_ends = prefix_ends(split.train)
         n_next = int(round(config.next_item_share * len(next_ends)))
@@ -944,6 +943,7 @@ def train(
                         device,
                         types,
                         every_prefix,
+                        item_targets,
                     )
                 optimizer.zero_grad(set_to_none=True)
                 (loss * weight).backward()
@@ -1292,15 +1292,17 @@ def _step_loss(
     generator: torch.Generator,
     device: torch.device,
     event_types: torch.Tensor | None = None,
-    every_prefix: bool | str = False,
+    every_prefix: bool = False,
+    item_targets: bool = False,
 ) -> torch.Tensor:
     """Cross-entropy of the masked positions: full softmax or sampled with logQ correction.
 
     ``every_prefix``: ``inputs`` are plain windows, each position of ``mask`` predicted
-    from the items before it (:meth:`PreferenceModel.encode_every_prefix`).
+    from the items before it (:meth:`PreferenceModel.encode_every_prefix`); with
+    ``item_targets`` each item's own state also names the item after it.
     """
     table = model.item_table()
-    if every_prefix == "masks+items":  # each item's own state also names the next item
+    if item_targets:
         masks, items = model.encode_every_prefix(inputs, event_types, table, with_items=True)
         after = mask[:, 1:]
         states = torch.cat([masks[mask], items[:, :-1][after]])
