@@ -39,8 +39,12 @@ browser:
 		  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		  || echo "warning: could not install chromium; the browser test will be skipped"; }
 
+# One pytest worker per usable CPU, each pinned to its own (tests/conftest.py); a test
+# module runs whole on one worker, so its module fixtures are made once.
+TEST_JOBS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)))" 2>/dev/null || echo 2)
+
 test: setup-dev browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 demo: setup
 	$(PY) -m core --db $(DB) demo --replace

@@ -81,6 +81,16 @@ def native_bfloat16() -> bool:
     return False
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity (``taskset``, a container's cpuset)
+    where the system says, else every CPU. Thread pools sized to ``os.cpu_count()``
+    on a process pinned to fewer cores fight over them."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 @dataclass
 class TextEncoder:
     """A loaded sentence encoder.
@@ -193,10 +203,7 @@ class TextEncoder:
 @contextmanager
 def _all_cpus() -> Iterator[None]:
     """Let torch use every CPU this process may run on while encoding, then restore."""
-    try:
-        available = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        available = os.cpu_count() or 1
+    available = usable_cpus()
     previous = torch.get_num_threads()
     if previous < available:
         torch.set_num_threads(available)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
 from core.sequences import Sequences
@@ -19,6 +23,26 @@ TINY = dict(
     next_item_share=0.0,  # masked windows only: the mechanics, quickly
     attention="bidirectional",  # tests of prefix attention ask for it
 )
+
+
+ALL_CPUS = "RECLENS_TEST_ALL_CPUS"  # the CPUs before conftest pinned this pytest worker
+
+
+@contextmanager
+def every_cpu() -> Iterator[None]:
+    """Undo this pytest worker's pin (tests/conftest.py) while inside, for tests that start
+    several busy processes at once (an app server, Chromium, a training worker): they
+    inherit the affinity of the moment they start."""
+    cpus = os.environ.get(ALL_CPUS)
+    if not cpus:  # not a pinned xdist worker
+        yield
+        return
+    pinned = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, pinned)
 
 
 def seqs_of(histories: list[list[int]], n_items: int) -> Sequences:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import streamlit as st
+from _helpers import ALL_CPUS
 from streamlit.testing.v1 import AppTest
 
 from core.demo import load_demo
@@ -16,6 +18,25 @@ from core.store import Store
 ROOT = Path(__file__).resolve().parents[1]
 
 DEMO_USERS = 300
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs a worker per CPU), pin each worker to its
+    share of the CPUs. Its torch threads, and the CLI and app processes it starts (which
+    inherit the pin and size their threads to it, see ``core.text.usable_cpus``), then
+    stay off the other workers' cores instead of oversubscribing every core."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):
+        return
+    index = int(worker[2:])
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cpus = sorted(os.sched_getaffinity(0))
+    os.environ[ALL_CPUS] = ",".join(map(str, cpus))  # for tests that unpin (every_cpu)
+    share = cpus[index::count] or [cpus[index % len(cpus)]]
+    os.sched_setaffinity(0, share)
+    import torch
+
+    torch.set_num_threads(len(share))
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import every_cpu
 
 from core.demo import generate_demo
 
@@ -42,6 +43,14 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _every_cpu() -> Iterator[None]:
+    """The app server, Chromium and the training worker share every CPU, not this pytest
+    worker's pinned share: on one core the pages outlast the test's timeouts."""
+    with every_cpu():
+        yield
 
 
 @pytest.fixture(scope="module")
