@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/quality.py [--budget S] [--preset fast|balanced|quality]
                                       [--epochs N] [--batch B] [--lr LR] [--next-items SHARE]
-                                      [--attention bidirectional|prefix] [--keep DIR]
+                                      [--attention bidirectional|prefix] [--[no-]item-targets]
+                                      [--keep DIR]
                                       [--baselines all|LIST] [--sampled N] [--data PATH]
 
 Loads ``beauty.txt`` (``user item``, space-delimited, no header, file order = time;
@@ -193,6 +194,9 @@ def main() -> int:
         "--attention", choices=["bidirectional", "prefix"], help="override the preset's"
     )
     parser.add_argument(
+        "--item-targets", action=argparse.BooleanOptionalAction, help="override the preset's"
+    )
+    parser.add_argument(
         "--keep", type=Path, help="keep the database (models, evaluation) in this new folder"
     )
     parser.add_argument("--loss", choices=["auto", "full", "sampled"], help="BERT's loss")
@@ -236,6 +240,7 @@ def main() -> int:
             lr=args.lr,
             next_item_share=args.next_items,
             attention=args.attention,
+            item_targets=args.item_targets,
             loss=args.loss,
         )
 

@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
         "trains in one pass; bidirectional: BERT4Rec's cloze windows",
     )
     tr.add_argument(
+        "--item-targets",
+        action=argparse.BooleanOptionalAction,
+        help="with prefix attention, also train each item's own state on the next item "
+        "(the fast preset does)",
+    )
+    tr.add_argument(
         "--event-types",
         action="store_true",
         help="embed each event's type (view, cart, ...) when the dataset has several",
@@ -410,6 +416,7 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
             dropout=args.dropout,
             next_item_share=args.next_items,
             attention=args.attention,
+            item_targets=args.item_targets,
             event_types=True if args.event_types else None,
             transitions=False if args.no_transitions else None,
             loss=args.loss,

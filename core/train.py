@@ -46,7 +46,7 @@ from core.checkpoint import replace_folder, restore_interrupted
 from core.model import ATTENTIONS, ModelConfig, PreferenceModel, append_mask, fuse_log_probs
 from core.sequences import Sequences
 from core.splits import leave_one_out
-from core.text import native_bfloat16
+from core.text import native_bfloat16, usable_cpus
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -54,8 +54,10 @@ PRESETS: dict[str, dict] = {
     # Trains the demo dataset to good quality in under a minute on 2 CPU cores. Prefix
     # attention asks for every item of a window from the items before it in one pass:
     # six such epochs beat two epochs of cloze plus next-item windows, in less time
-    # (demo val NDCG@10 0.448 against 0.375 for the Transformer; on MovieLens it passes
-    # Markov; BENCHMARKS.md, "Prefix attention").
+    # (demo val NDCG@10 0.448 against 0.375 for the Transformer). The items' own states
+    # also name the next item, and above 5,000 items the loss samples 2,048 negatives
+    # (about 40 % of the full softmax's work or less): on MovieLens, val 0.056 against
+    # 0.050 in two thirds of the time (BENCHMARKS.md, "Item targets").
     "fast": dict(
         max_len=50,
         hidden=64,
@@ -67,6 +69,8 @@ PRESETS: dict[str, dict] = {
         patience=3,
         dropout=0.2,
         attention="prefix",
+        item_targets=True,
+        sampled_threshold=5_000,
         item_init="pmi",
     ),
     # Minutes on a CPU for a mid-sized catalogue: every prefix every epoch, large
@@ -622,14 +626,15 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: di
 
 
 def pick_device(spec: str = "auto", threads: int | None = None) -> torch.device:
-    """CUDA when asked for or available (``auto``), else the CPU with all its cores."""
+    """CUDA when asked for or available (``auto``), else the CPU with every core this
+    process may use (:func:`core.text.usable_cpus`), or ``threads`` of them."""
     if spec not in ("auto", "cpu", "cuda"):
         raise ValueError(f"unknown device {spec!r}: choose auto, cpu or cuda")
     if spec == "cuda" or (spec == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but no CUDA device is available")
         return torch.device("cuda")
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads or usable_cpus())
     return torch.device("cpu")
 
 
@@ -691,7 +696,7 @@ def join_cluster(spec: str = "auto") -> tuple[Cluster, torch.device]:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:
-        device = pick_device("cpu", max(1, (os.cpu_count() or 1) // local_world))
+        device = pick_device("cpu", max(1, usable_cpus() // local_world))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     return Cluster(dist.get_rank(), dist.get_world_size()), device
@@ -1300,6 +1305,10 @@ def _step_loss(
     ``every_prefix``: ``inputs`` are plain windows, each position of ``mask`` predicted
     from the items before it (:meth:`PreferenceModel.encode_every_prefix`); with
     ``item_targets`` each item's own state also names the item after it.
+
+    On a CPU both losses take their log-sum-exp from :class:`_TiledLogSumExp`, which
+    never stores the (targets, candidates) logits; on CUDA, plenty of memory bandwidth
+    (and bfloat16 autocast) makes the plain expressions the faster ones.
     """
     table = model.item_table()
     if item_targets:
@@ -1312,85 +1321,98 @@ def _step_loss(
         states = encode(inputs, event_types, table=table)[mask]  # (M, hidden): masked only
         labels = labels_full[mask]
     if loss_mode == "full":
-        if states.is_cuda:  # plenty of memory bandwidth (and bfloat16 autocast) there
+        if states.is_cuda:
             return F.cross_entropy(model.score(states, table), labels)
-        # On a CPU: the same value and gradients, a slice of the catalogue at a time.
         # The padding and mask columns, -inf in model.score, drop out of the softmax,
-        # so only the real items (rows 1..n_items) are scored.
+        # so only the real items (rows 1..n_items) are candidates.
         low = torch.is_autocast_enabled("cpu")
         with torch.autocast("cpu", enabled=False):  # the loss manages its own precision
-            return _FullSoftmaxCrossEntropy.apply(
-                model.head(states).float(),
-                table[1:-1].float(),
-                model.item_bias[1:-1].float(),
-                labels - 1,
-                _LOSS_CHUNK,
-                low,
-            )
+            hidden = model.head(states).float()
+            weight, bias = table[1:-1].float(), model.item_bias[1:-1].float()
+            lse = _TiledLogSumExp.apply(hidden, weight, bias, low)
+            target = (hidden * weight[labels - 1]).sum(1) + bias[labels - 1]
+            return (lse - target).mean()
     hidden = model.head(states)
     neg = torch.multinomial(sampling_q.cpu(), negatives, replacement=True, generator=generator).to(
         device
     )
     log_q = torch.log(sampling_q * negatives)
     pos_logit = (hidden * table[labels]).sum(-1) + model.item_bias[labels] - log_q[labels]
-    neg_logit = hidden @ table[neg].T + model.item_bias[neg] - log_q[neg]
-    neg_logit = neg_logit.masked_fill(neg[None, :] == labels[:, None], float("-inf"))
-    logits = torch.cat([pos_logit[:, None], neg_logit], dim=1)
-    return F.cross_entropy(logits, torch.zeros(len(labels), dtype=torch.long, device=device))
+    neg_bias = model.item_bias[neg] - log_q[neg]
+    if states.is_cuda:
+        neg_logit = hidden @ table[neg].T + neg_bias
+        neg_logit = neg_logit.masked_fill(neg[None, :] == labels[:, None], float("-inf"))
+        logits = torch.cat([pos_logit[:, None], neg_logit], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(labels), dtype=torch.long, device=device))
+    low = torch.is_autocast_enabled("cpu")
+    with torch.autocast("cpu", enabled=False):
+        hidden, pos_logit = hidden.float(), pos_logit.float()
+        # a negative that happens to be the row's own target is left out of its softmax
+        lse = _TiledLogSumExp.apply(hidden, table[neg].float(), neg_bias.float(), low, neg, labels)
+        return (torch.logaddexp(pos_logit, lse) - pos_logit).mean()
 
 
-_LOSS_CHUNK = 1024  # catalogue rows per slice of the full-softmax loss on a CPU
+_LOSS_TILE = 1024  # rows and candidates per tile of the CPU loss: 4 MB of logits
 
 
-class _FullSoftmaxCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of a full softmax over every row of ``weight``.
+class _TiledLogSumExp(torch.autograd.Function):
+    """``logsumexp(hidden @ weight.T + bias, dim=1)``, one tile at a time.
 
-    Same value and gradients as ``F.cross_entropy(hidden @ weight.T + bias, labels)``,
-    but the (n, vocab) logits are never stored: the forward pass keeps each row's
-    log-sum-exp, and the backward pass recomputes the logits a slice of the
-    catalogue at a time, turning each slice into its gradients while it is still
-    in the cache. One extra matrix product saves several passes over a matrix far
-    larger than the caches; on 2 CPU cores the loss takes about half the time.
+    The (rows, candidates) logits are never stored whole: the forward pass keeps each
+    row's log-sum-exp, and the backward pass recomputes the logits a tile of
+    ``_LOSS_TILE`` rows by ``_LOSS_TILE`` candidates at a time, turning each tile into
+    its gradients while it is still in the cache. The matrix is far larger than the
+    caches (6,400 targets by 9,700 items is 250 MB), and each plain pass over it costs
+    more than the products: on 2 CPU cores a step's loss takes a third to a half of
+    the time of the plain expression, for one extra matrix product.
 
-    With ``low`` the matrix products take bfloat16 inputs (as autocast would), while
-    the log-sum-exp, the softmax and every gradient are accumulated in float32.
+    ``ids`` and ``labels`` (optional): the item of each candidate and the target of
+    each row; a candidate that is its row's target is left out (a sampled negative
+    that hit the positive). With ``low`` the products take bfloat16 inputs (as
+    autocast would), while the log-sum-exp and every gradient stay float32.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, chunk, low=False):  # noqa: D102
-        n, vocab = hidden.shape[0], weight.shape[0]
+    def forward(ctx, hidden, weight, bias, low=False, ids=None, labels=None):  # noqa: D102
         h, w = (hidden.bfloat16(), weight.bfloat16()) if low else (hidden, weight)
-        lse = torch.full((n,), float("-inf"), dtype=hidden.dtype, device=hidden.device)
-        for lo in range(0, vocab, chunk):
-            logits = _product(h, w[lo : lo + chunk].T).add_(bias[lo : lo + chunk])
-            lse = torch.logaddexp(lse, torch.logsumexp(logits, 1))
-        target = (hidden * weight[labels]).sum(1) + bias[labels]
-        ctx.save_for_backward(hidden, weight, bias, labels, lse)
-        ctx.chunk, ctx.low = chunk, low
-        return (lse - target).mean()
+        lse = torch.empty(hidden.shape[0], dtype=hidden.dtype, device=hidden.device)
+        for rows, cols, logits in _loss_tiles(h, w, bias, ids, labels):
+            part = torch.logsumexp(logits, 1)
+            lse[rows] = part if cols.start == 0 else torch.logaddexp(lse[rows], part)
+        ctx.save_for_backward(hidden, weight, bias, lse, ids, labels)
+        ctx.low = low
+        return lse
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        hidden, weight, bias, labels, lse = ctx.saved_tensors
-        scale = grad / hidden.shape[0]
+        hidden, weight, bias, lse, ids, labels = ctx.saved_tensors
         low = ctx.low
         h, w = (hidden.bfloat16(), weight.bfloat16()) if low else (hidden, weight)
+        lse = lse.masked_fill(torch.isinf(lse), 0.0)  # a row with no candidate left
         grad_hidden = torch.zeros_like(hidden)
-        grad_weight = torch.empty_like(weight)
-        grad_bias = torch.empty_like(bias)
-        for lo in range(0, weight.shape[0], ctx.chunk):
-            hi = lo + ctx.chunk
-            # softmax of this slice, times d(loss)/d(logit) of the mean
-            p = _product(h, w[lo:hi].T).add_(bias[lo:hi]).sub_(lse[:, None]).exp_().mul_(scale)
+        grad_weight = torch.zeros_like(weight)
+        grad_bias = torch.zeros_like(bias)
+        for rows, cols, logits in _loss_tiles(h, w, bias, ids, labels):
+            # softmax of this tile, times d(loss)/d(lse) of its rows
+            p = logits.sub_(lse[rows, None]).exp_().mul_(grad[rows, None])
             pl = p.bfloat16() if low else p
-            grad_hidden.add_(_product(pl, w[lo:hi]))
-            grad_weight[lo:hi] = _product(pl.T, h)
-            torch.sum(p, 0, out=grad_bias[lo:hi])
-        # minus the one-hot of the labels
-        grad_hidden.sub_(weight[labels] * scale)
-        grad_weight.index_add_(0, labels, hidden * -scale)
-        grad_bias.index_add_(0, labels, (-scale).expand(len(labels)).contiguous())
+            grad_hidden[rows] += _product(pl, w[cols])
+            grad_weight[cols] += _product(pl.T, h[rows])
+            grad_bias[cols] += p.sum(0)
         return grad_hidden, grad_weight, grad_bias, None, None, None
+
+
+def _loss_tiles(h, w, bias, ids, labels):
+    """(rows, candidates, float32 logits) of every tile of ``h @ w.T + bias``, with a
+    candidate that is its row's label at minus infinity."""
+    for r in range(0, h.shape[0], _LOSS_TILE):
+        rows = slice(r, r + _LOSS_TILE)
+        for c in range(0, w.shape[0], _LOSS_TILE):
+            cols = slice(c, c + _LOSS_TILE)
+            logits = _product(h[rows], w[cols].T).add_(bias[cols])
+            if ids is not None:
+                logits.masked_fill_(ids[None, cols] == labels[rows, None], float("-inf"))
+            yield rows, cols, logits
 
 
 def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

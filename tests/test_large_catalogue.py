@@ -1,8 +1,9 @@
 """The code paths only large catalogues take, and the training precision.
 
-The demo has 800 items, below the chunk sizes of the CPU loss and ranking, so these
-tests build a random model over about 10,000 items: the chunked full-softmax loss
-against ``F.cross_entropy`` (values and gradients, float32 and bfloat16 products),
+The demo has 800 items, below the tile sizes of the CPU loss and ranking, so these
+tests build a random model over about 10,000 items: the tiled log-sum-exp of the full
+and the sampled softmax against ``F.cross_entropy`` (values and gradients, float32 and
+bfloat16 products),
 the capped ranking against the plain one, a sampled-softmax step, one step of every
 preset, and the bfloat16 setting itself.
 """
@@ -21,12 +22,12 @@ from test_cli import cli
 from core.model import ModelConfig, PreferenceModel
 from core.sequences import load_sequences
 from core.train import (
-    _LOSS_CHUNK,
+    _LOSS_TILE,
     _RANK_CHUNK,
     PRESETS,
     TrainConfig,
     _count_above,
-    _FullSoftmaxCrossEntropy,
+    _TiledLogSumExp,
     pmi_item_vectors,
     rank_targets,
     resolve_precision,
@@ -34,29 +35,60 @@ from core.train import (
 )
 
 N_ITEMS = 10_000  # several chunks of both the loss and the ranking
-assert N_ITEMS > 4 * max(_LOSS_CHUNK, _RANK_CHUNK) // 2
+assert N_ITEMS > 4 * max(_LOSS_TILE, _RANK_CHUNK) // 2
 
 
-def _loss_inputs(seed: int = 0):
+def _loss_inputs(seed: int = 0, rows: int = 2 * _LOSS_TILE + 57):
+    """Several tiles each way: rows of targets, and N_ITEMS candidates."""
     gen = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(257, 32, generator=gen)
+    hidden = torch.randn(rows, 32, generator=gen)
     weight = torch.randn(N_ITEMS, 32, generator=gen) * 0.2
     bias = torch.randn(N_ITEMS, generator=gen) * 0.1
-    labels = torch.randint(0, N_ITEMS, (257,), generator=gen)
+    labels = torch.randint(0, N_ITEMS, (rows,), generator=gen)
     return [t.requires_grad_() for t in (hidden, weight, bias)], labels
 
 
-@pytest.mark.parametrize(("low", "tolerance"), [(False, 1e-5), (True, 2e-2)])
-def test_chunked_full_softmax_matches_cross_entropy(low: bool, tolerance: float) -> None:
-    (hidden, weight, bias), labels = _loss_inputs()
-    reference = F.cross_entropy(hidden @ weight.T + bias, labels)
-    expected = torch.autograd.grad(reference, (hidden, weight, bias))
-    loss = _FullSoftmaxCrossEntropy.apply(hidden, weight, bias, labels, _LOSS_CHUNK, low)
-    got = torch.autograd.grad(loss, (hidden, weight, bias))
+def _assert_same(loss, reference, inputs, tolerance: float) -> None:
+    """Same value and same gradients (float32) for every input."""
+    expected = torch.autograd.grad(reference, inputs, retain_graph=True)
+    got = torch.autograd.grad(loss, inputs)
+    loss, reference = loss.detach(), reference.detach()
     assert abs(float(loss) - float(reference)) <= tolerance * float(reference)
     for g, e in zip(got, expected, strict=True):
         assert g.dtype == torch.float32
         assert float((g - e).abs().max()) <= tolerance * float(e.abs().max())
+
+
+@pytest.mark.parametrize(("low", "tolerance"), [(False, 1e-5), (True, 2e-2)])
+def test_tiled_full_softmax_matches_cross_entropy(low: bool, tolerance: float) -> None:
+    (hidden, weight, bias), labels = _loss_inputs()
+    reference = F.cross_entropy(hidden @ weight.T + bias, labels)
+    lse = _TiledLogSumExp.apply(hidden, weight, bias, low)
+    loss = (lse - ((hidden * weight[labels]).sum(1) + bias[labels])).mean()
+    _assert_same(loss, reference, (hidden, weight, bias), tolerance)
+
+
+@pytest.mark.parametrize(("low", "tolerance"), [(False, 1e-5), (True, 2e-2)])
+def test_tiled_sampled_softmax_leaves_out_negatives_that_hit_the_target(
+    low: bool, tolerance: float
+) -> None:
+    """The sampled loss: each row's positive against shared negatives, where a negative
+    equal to the row's target is left out, as the plain expression does it."""
+    (hidden, weight, bias), labels = _loss_inputs(seed=1)
+    gen = torch.Generator().manual_seed(2)
+    neg = torch.randint(0, N_ITEMS, (3 * _LOSS_TILE // 2,), generator=gen)
+    neg[:40] = labels[:40]  # 40 rows see their own target among the negatives,
+    with torch.no_grad():  # a likely one, so counting it would show
+        bias[labels[:40]] += 5.0
+    pos = (hidden * weight[labels]).sum(1) + bias[labels]
+    plain = (hidden @ weight[neg].T + bias[neg]).masked_fill(
+        neg[None, :] == labels[:, None], float("-inf")
+    )
+    zeros = torch.zeros(len(labels), dtype=torch.long)
+    reference = F.cross_entropy(torch.cat([pos[:, None], plain], 1), zeros)
+    lse = _TiledLogSumExp.apply(hidden, weight[neg], bias[neg], low, neg, labels)
+    loss = (torch.logaddexp(pos, lse) - pos).mean()
+    _assert_same(loss, reference, (hidden, weight, bias), tolerance)
 
 
 def _random_model(causal: bool = False) -> PreferenceModel:

@@ -14,11 +14,15 @@ import torch
 from _helpers import TINY
 
 from core.checkpoint import CheckpointError, load_model, save_model
+from core.cli import main
+from core.demo import generate_demo, load_demo
+from core.ingest import EventMapping, ItemMapping, ingest
 from core.jobs import dataset_sequences, resolve_model, train_dataset
 from core.model import ModelConfig, PreferenceModel, append_mask
 from core.recommend import next_item_probabilities, recommend
 from core.sequences import load_sequences
 from core.splits import leave_one_out
+from core.store import Store
 from core.train import (
     Progress,
     StopTraining,
@@ -181,7 +185,9 @@ def test_a_prefix_model_reads_a_history_as_training_read_each_prefix() -> None:
 
 
 def test_prefix_training_asks_for_every_item_of_a_window_in_one_step(demo_seqs) -> None:
-    config = TrainConfig.from_preset("fast", epochs=1, **{**TINY, "attention": "prefix"})
+    config = TrainConfig.from_preset(
+        "fast", epochs=1, **{**TINY, "attention": "prefix", "item_targets": False}
+    )
     seen: list[Progress] = []
     result = train(demo_seqs, config, callback=seen.append)
     split = leave_one_out(demo_seqs)
@@ -363,10 +369,6 @@ def test_model_loading_never_unpickles(saved_dir, tmp_path) -> None:
 
 def test_cold_start_items_are_scored_from_their_text(tmp_path) -> None:
     """Items with no events but a text get scores that follow the user's interests."""
-    from core.demo import generate_demo
-    from core.ingest import EventMapping, ItemMapping, ingest
-    from core.store import Store
-
     data = generate_demo(n_users=400, seed=3)
     cold = set(data.items["item_id"][::20])  # 5% of the catalogue never appears in events
     events = data.events[~data.events["item_id"].isin(cold)]
@@ -454,12 +456,19 @@ def test_cli_train_models_recommend(tmp_path) -> None:
     plain = _cli(
         db,
         *("train", "--dataset", "demo", "--name", "m0", "--epochs", "1", "--hidden", "16"),
-        *("--layers", "1", "--text-encoder", "none", "--no-transitions", "--json"),
+        *("--layers", "1", "--text-encoder", "none", "--no-transitions", "--no-item-targets"),
+        "--json",
     )
     assert plain.returncode == 0, plain.stderr
     plain_out = json.loads(plain.stdout)
     assert plain_out["transition_memory"] is False
     assert json.loads((Path(plain_out["path"]) / "config.json").read_text())["transitions"] == 0
+    settings = {
+        name: json.loads((Path(out["path"]) / "training.json").read_text())["config"]
+        for name, out in (("m1", out), ("m0", plain_out))
+    }
+    assert settings["m1"]["item_targets"] is True  # the fast preset's
+    assert settings["m0"]["item_targets"] is False
     models = json.loads(_cli(db, "models", "--json").stdout)
     assert sorted(m["name"] for m in models) == ["m0", "m1"]
     rec = _cli(db, "recommend", "--model", "m1", "--user", "u00001", "--k", "5", "--json")
@@ -491,13 +500,22 @@ def test_cli_train_models_recommend(tmp_path) -> None:
         (["train", "--dataset", "demo", "--text-encoder", "/nowhere"], "has no config.json"),
     ],
 )
-def test_cli_train_bad_input(tmp_path, args, message) -> None:
-    db = tmp_path / "bad.duckdb"
-    _cli(db, "demo", "--users", "50")
-    run = _cli(db, *args)
-    assert run.returncode == 2
-    assert message in run.stderr and "Traceback" not in run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1
+def test_cli_train_bad_input(small_demo_db, capsys, args, message) -> None:
+    """A user error exits 2 with its one-line reason. In-process: tests/test_cli.py runs
+    ``python -m core`` itself, and each subprocess here spent 10 s importing torch."""
+    assert main(["--db", str(small_demo_db), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def small_demo_db(tmp_path_factory) -> Path:
+    """A 50-user demo database (the bad-input cases only read it)."""
+    db = tmp_path_factory.mktemp("bad") / "bad.duckdb"
+    store = Store(db)
+    load_demo(store, n_users=50)
+    store.close()
+    return db
 
 
 def test_recommend_excludes_seen_items(saved_dir) -> None:

@@ -131,6 +131,14 @@ def start_section(dataset: str) -> None:
             help="embed each event's type (view, cart, purchase, ...) next to the item, "
             "when the dataset has several types",
         )
+        item_targets = st.columns(4)[3].checkbox(
+            "Items predict too",
+            value=defaults.item_targets,
+            key=f"item_targets_{preset}",
+            help="prefix attention only: each item's own state is also trained to name the "
+            "item after it, from the same pass (as a left-to-right model's is); the mask "
+            "token, which ranks, learns more per epoch",
+        )
         text = st.radio(
             "Item text features",
             ["auto", "none"],
@@ -178,6 +186,7 @@ def start_section(dataset: str) -> None:
             mask_prob=float(mask_prob),
             next_item_share=float(next_items),
             attention=attention,
+            item_targets=bool(item_targets),
             text_encoder=text,
             event_types=bool(types),
             transitions=bool(transitions),
