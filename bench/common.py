@@ -61,11 +61,14 @@ def machine(**extra) -> dict:
 
 
 def code_state(files: Sequence[str]) -> dict:
-    """Which RecLens code was measured: git HEAD, local changes and a hash of ``files``."""
+    """Which RecLens code was measured: git HEAD, local changes and a hash of ``files`` (a
+    folder stands for the Python files under it)."""
     digest = hashlib.sha256()
     for name in files:
         path = ROOT / name
-        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
+        for one in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            body = one.read_bytes() if one.exists() else b""
+            digest.update(str(one.relative_to(ROOT)).encode() + b"\0" + body)
     state: dict = {"files": list(files), "sha256": digest.hexdigest()[:16]}
     try:
         state["git_head"] = subprocess.run(
@@ -86,7 +89,7 @@ def code_state(files: Sequence[str]) -> dict:
 def ingest_movielens(store, folder: str | Path):
     """Load MovieLens ml-latest-small (``ratings.csv`` + ``movies.csv`` in ``folder``) into
     ``store`` as dataset ``movielens``, every rating an event; returns the IngestResult."""
-    from core.ingest import EventMapping, ItemMapping, ingest
+    from core.data.ingest import EventMapping, ItemMapping, ingest
 
     folder = Path(folder)
     return ingest(
@@ -102,7 +105,7 @@ def ingest_movielens(store, folder: str | Path):
 def ingest_beauty(store, path: str | Path):
     """Load Amazon Beauty's ``beauty.txt`` (``user item``, space-delimited, no header,
     file order = time) into ``store`` as dataset ``beauty``; returns the IngestResult."""
-    from core.ingest import EventMapping, ReadOptions, ingest
+    from core.data.ingest import EventMapping, ReadOptions, ingest
 
     return ingest(
         store,

@@ -3,7 +3,7 @@
     .venv/bin/python bench/fast_preset.py [--users N] [--text-encoder auto|none] [--compare]
 
 Generates the demo dataset (3,000 users, 800 items by default) into a temporary
-store and trains the ``fast`` preset on it with ``core.train.train``, reporting wall
+store and trains the ``fast`` preset on it with ``core.training.loop.train``, reporting wall
 and process CPU seconds, the validation NDCG@10 of every epoch and the best one, and
 a most-popular ranking's validation NDCG@10 on the same protocol. With ``--compare``
 it also trains the preset's earlier settings (the same prefix attention, without the
@@ -26,12 +26,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from common import code_state, loadavg, log, machine  # noqa: E402
 
-from core.demo import load_demo  # noqa: E402
-from core.jobs import dataset_sequences  # noqa: E402
-from core.splits import leave_one_out  # noqa: E402
+from core.data.demo import load_demo  # noqa: E402
+from core.data.splits import leave_one_out  # noqa: E402
+from core.models.text import item_text_vectors  # noqa: E402
 from core.store import Store  # noqa: E402
-from core.text import item_text_vectors  # noqa: E402
-from core.train import TrainConfig, ndcg_hr_at, train  # noqa: E402
+from core.training.loop import TrainConfig, ndcg_hr_at, train  # noqa: E402
+from core.training.runs import dataset_sequences  # noqa: E402
 
 
 def popularity_val_ndcg(seqs) -> float:
@@ -95,7 +95,7 @@ def main() -> None:
         report = {
             "benchmark": "fast_preset",
             "machine": machine(),
-            "code": code_state(["core/train.py", "core/model.py"]),
+            "code": code_state(["core/training/loop.py", "core/models/bert.py"]),
             "data": {"users": seqs.n_users, "items": seqs.n_items, "events": len(seqs.items)},
             "text_encoder": encoder,
             "most_popular_val_ndcg@10": round(popularity_val_ndcg(seqs), 4),

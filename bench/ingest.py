@@ -8,7 +8,7 @@ skewed activity, ~50k items of Zipf popularity, time-ordered Unix-second timesta
 over one year, ratings only on ``rate`` events and a small fraction of exact
 duplicate rows. Then, alternating, in fresh database files:
 
-* ``ours``:  ``core.ingest.ingest(Store(db), "bench", csv)`` with the auto-suggested
+* ``ours``:  ``core.data.ingest.ingest(Store(db), "bench", csv)`` with the auto-suggested
   mapping (sniffing, typing, validation, duplicate removal, per-user ordering,
   catalogue entry), timed from opening the store to closing it;
 * ``plain``: a plain DuckDB ``CREATE TABLE AS`` of the same file on a new DuckDB file
@@ -56,7 +56,12 @@ SPAN = 365 * 86_400
 CHUNK = 1_000_000
 
 
-MEASURED_CODE = ("core/store.py", "core/ingest.py", "core/suggest.py", "core/sequences.py")
+MEASURED_CODE = (
+    "core/store/",
+    "core/data/ingest.py",
+    "core/data/suggest.py",
+    "core/data/sequences.py",
+)
 
 
 class Clock:
@@ -188,7 +193,7 @@ def behaviour_csv(rows: int, seed: int = 42) -> tuple[Path, dict, float | None]:
 
 def run_ours(csv: Path, db: Path) -> tuple[Clock, float, dict]:
     """Full RecLens ingest into a new store: (clock from open to close, ingest-call s, summary)."""
-    from core.ingest import ingest
+    from core.data.ingest import ingest
     from core.store import Store
 
     with Clock() as clock:

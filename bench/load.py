@@ -32,7 +32,7 @@ from pathlib import Path
 
 from common import ROOT, code_state, loadavg, log, machine  # noqa: E402  (bench/common.py)
 
-MEASURED_CODE = ("app.py", "ui/common.py", "ui/pages/home.py", "ui/pages/data.py", "core/store.py")
+MEASURED_CODE = ("app.py", "ui/common.py", "ui/pages/home.py", "ui/pages/data.py", "core/store/")
 
 READY = {
     # page path -> JS condition for "rendered": content present, no running indicator.

@@ -7,19 +7,19 @@
                                       [--baselines all|LIST] [--sampled N] [--data PATH]
 
 Loads ``beauty.txt`` (``user item``, space-delimited, no header, file order = time;
-40,226 users, 54,542 items) into a temporary store with ``core.ingest.ingest`` (or, when
+40,226 users, 54,542 items) into a temporary store with ``core.data.ingest.ingest`` (or, when
 ``--data`` is a folder, MovieLens ``ratings.csv`` + ``movies.csv``, every rating an
 event, time-ordered), then
-under the default protocol of :mod:`core.evaluate` (leave-one-out, full ranking over
+under the default protocol of :mod:`core.evaluation.runner` (leave-one-out, full ranking over
 all items, the user's own items excluded):
 
-* trains our BERT model (``core.jobs.train_dataset``, the preset's shape, no text
+* trains our BERT model (``core.training.runs.train_dataset``, the preset's shape, no text
   features, at most ``--budget`` seconds of training); when training kept a transition
   memory, the Transformer alone is evaluated too, as ``bert-alone``;
 * fits every baseline on the same training data (``sasrec`` gets the same settings,
   made causal with full-softmax loss, and the same budget; EASE is skipped above
   20,000 items, so on Beauty it is reported as skipped);
-* evaluates them all in one pass (``core.evaluate.run``): full-ranking HR@10 and
+* evaluates them all in one pass (``core.evaluation.runner.run``): full-ranking HR@10 and
   NDCG@10 with 95 % bootstrap CIs, and the same targets ranked against ``--sampled``
   negatives drawn by popularity, next to the BERT4Rec paper's sampled figures on this
   file (HR@10 0.3025, NDCG@10 0.1862).
@@ -58,15 +58,20 @@ from common import (  # noqa: E402  (bench/common.py)
 )
 from common import machine as machine_facts  # noqa: E402
 
-from core.baselines import parse_baselines  # noqa: E402
-from core.checkpoint import load_model, save_model  # noqa: E402
-from core.evaluate import EvalConfig, run  # noqa: E402
-from core.jobs import train_dataset  # noqa: E402
+from core.evaluation.baselines import parse_baselines  # noqa: E402
+from core.evaluation.runner import EvalConfig, run  # noqa: E402
+from core.models.checkpoint import load_model, save_model  # noqa: E402
 from core.store import Store  # noqa: E402
-from core.train import TrainConfig  # noqa: E402
+from core.training.loop import TrainConfig  # noqa: E402
+from core.training.runs import train_dataset  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "amazon-beauty" / "beauty.txt"
-MEASURED_CODE = ("core/evaluate.py", "core/baselines.py", "core/train.py", "core/model.py")
+MEASURED_CODE = (
+    "core/evaluation/runner.py",
+    "core/evaluation/baselines.py",
+    "core/training/loop.py",
+    "core/models/bert.py",
+)
 PAPER = {"model": "BERT4Rec (Sun et al., CIKM 2019)", "hr@10": 0.3025, "ndcg@10": 0.1862}
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: building the shareable HTML report (core.report) of a stored dataset.
+"""Benchmark: building the shareable HTML report (core.reports.page) of a stored dataset.
 
     .venv/bin/python bench/report.py --db PATH --dataset NAME [--model NAME]
                                      [--evaluation RUN_ID] [--users U1,U2] [--repeat R]
@@ -7,7 +7,7 @@
 Opens the database ``--db`` (no copy: the report only reads, except that the first
 build caches every user's interest vector when no cache exists yet; ``--read-only``
 opens it without the write lock and then caches nothing), then times
-:func:`core.report.write_report` ``--repeat`` times (default 2): the first build may
+:func:`core.reports.page.write_report` ``--repeat`` times (default 2): the first build may
 compute the interest vectors, the later ones read them from the cache, as a report
 made after the Interests page was opened does. Nothing is trained or evaluated.
 
@@ -32,17 +32,17 @@ from pathlib import Path
 from common import code_state, loadavg, log  # noqa: E402  (bench/common.py)
 from common import machine as machine_facts  # noqa: E402
 
-from core.report import write_report  # noqa: E402
+from core.reports.page import write_report  # noqa: E402
 from core.store import Store  # noqa: E402
 
 MEASURED_CODE = (
-    "core/report.py",
-    "core/report_html.py",
-    "core/report_users.py",
-    "core/charts.py",
-    "core/interests.py",
-    "core/recommend.py",
-    "core/store.py",
+    "core/reports/page.py",
+    "core/reports/markup.py",
+    "core/reports/users.py",
+    "core/reports/charts.py",
+    "core/serving/interests.py",
+    "core/serving/recommend.py",
+    "core/store/",
 )
 
 
@@ -54,9 +54,9 @@ def vectors_cached(store: Store, model: str | None) -> bool | None:
     """Whether the model's interest vectors are in the cache already (None: no model)."""
     if model is None:
         return None
-    from core import interests
-    from core.jobs import resolve_model
-    from core.recommend import load_model_data
+    from core.serving import interests
+    from core.serving.recommend import load_model_data
+    from core.training.runs import resolve_model
 
     data = load_model_data(store, resolve_model(store, model))
     return store.vector_matrix(interests.KIND, data.owner) is not None

@@ -3,7 +3,7 @@
     .venv/bin/python bench/sequences.py [--rows N] [--repeat R] [--subset-users-mod M]
 
 Builds a store with the behaviour log of ``bench/ingest.py`` (same generator and
-cache) ingested through ``core.ingest.ingest`` (untimed setup), then times
+cache) ingested through ``core.data.ingest.ingest`` (untimed setup), then times
 
 * ``load_sequences(store, "bench")`` (DuckDB vocabulary + ordered list aggregation
   to Arrow, then numpy CSR) and ``Sequences.padded(200)`` separately and in total,
@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, code_state, loadavg, log, machine  # noqa: E402  (bench/common.py)
 from ingest import MEASURED_CODE, behaviour_csv  # noqa: E402  (bench/ingest.py)
 
-from core.ingest import ingest  # noqa: E402
-from core.sequences import PAD, load_sequences  # noqa: E402
+from core.data.ingest import ingest  # noqa: E402
+from core.data.sequences import PAD, load_sequences  # noqa: E402
 from core.store import Store  # noqa: E402
 
 MAX_LEN = 200

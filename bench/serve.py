@@ -4,18 +4,18 @@
                                     [--requests N] [--k K] [--threads T]
 
 Loads ``beauty.txt`` (``user item``, space-delimited, no header, file order = time;
-40,226 users, 54,542 items) into a temporary store with ``core.ingest.ingest``,
+40,226 users, 54,542 items) into a temporary store with ``core.data.ingest.ingest``,
 trains a small model in the ``fast`` preset's shape (no text; ``--epochs 1`` and a
 ``--time-budget``, default 120 s: quality is not the point here) unless ``--model``
 names a trained model directory of that file, then measures:
 
-* **single-user top-10 latency**, warm, on the CPU: ``core.recommend.recommend``
+* **single-user top-10 latency**, warm, on the CPU: ``core.serving.recommend.recommend``
   for ``--requests`` random users (history already in memory), after 20 warm-up
   calls; p50/p95/mean in milliseconds. Also the same with the user's history read
   from the database first (``Store.user_history``), as the CLI does;
-* **all users' interest vectors**: ``core.interests.all_interest_vectors`` computing
+* **all users' interest vectors**: ``core.serving.interests.all_interest_vectors`` computing
   and caching every vector in DuckDB, then reading them back from the cache;
-* **top-20 export of every user**: ``core.recommend.export_top_k`` to Parquet (seen
+* **top-20 export of every user**: ``core.serving.recommend.export_top_k`` to Parquet (seen
   items excluded), rows and seconds.
 
 Targets (issue 5, 2 CPU cores): p50 under 15 ms; the whole Beauty export under 60 s.
@@ -39,13 +39,18 @@ from common import ROOT, code_state, ingest_beauty, loadavg, log  # noqa: E402  
 from common import machine as machine_facts  # noqa: E402
 
 from core import interests  # noqa: E402
-from core.jobs import resolve_model, train_dataset  # noqa: E402
-from core.recommend import export_top_k, load_model_data, recommend  # noqa: E402
+from core.serving.recommend import export_top_k, load_model_data, recommend  # noqa: E402
 from core.store import Store  # noqa: E402
-from core.train import TrainConfig  # noqa: E402
+from core.training.loop import TrainConfig  # noqa: E402
+from core.training.runs import resolve_model, train_dataset  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "amazon-beauty" / "beauty.txt"
-MEASURED_CODE = ("core/recommend.py", "core/interests.py", "core/model.py", "core/store.py")
+MEASURED_CODE = (
+    "core/serving/recommend.py",
+    "core/serving/interests.py",
+    "core/models/bert.py",
+    "core/store/",
+)
 TARGETS = {"p50_ms": 15.0, "export_s": 60.0}
 
 

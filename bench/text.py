@@ -32,8 +32,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from common import ROOT, code_state, loadavg, log, machine  # noqa: E402  (bench/common.py)
 
-from core.demo import generate_demo  # noqa: E402
-from core.text import (  # noqa: E402
+from core.data.demo import generate_demo  # noqa: E402
+from core.models.text import (  # noqa: E402
     DEFAULT_ENCODER,
     TextEncoder,
     default_encoder_path,
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_start": load_start,
         "loadavg_end": loadavg(all_three=True),
         "machine": machine(torch=torch.__version__, transformers=transformers.__version__),
-        "code": code_state(["core/text.py"]),
+        "code": code_state(["core/models/text.py"]),
     }
     print(json.dumps(report, indent=2))
     return 0 if ok else 1

@@ -4,16 +4,16 @@
                                     [--device auto|cpu|cuda] [--naive-steps K] [--data PATH]
 
 Loads ``beauty.txt`` (``user item``, space-delimited, no header, file order = time;
-40,226 users, 54,542 items) into a temporary store with ``core.ingest.ingest``, reads
-it back with ``core.sequences.load_sequences``, then:
+40,226 users, 54,542 items) into a temporary store with ``core.data.ingest.ingest``, reads
+it back with ``core.data.sequences.load_sequences``, then:
 
-* for each loss mode, trains with ``core.train.train`` in the ``fast`` preset's shape
+* for each loss mode, trains with ``core.training.loop.train`` in the ``fast`` preset's shape
   (max_len 50, hidden 64, 2 layers, 2 heads, batch 256, lr 3e-3, no text encoder) and reports
   steps/epoch, seconds/step, seconds/epoch (training steps alone, and validation +
   checkpoint separately), sequences/s, validation NDCG@10 of every epoch, the best
   one and the time to reach it, and the TEST NDCG@10/HR@10 of the best model: the
   last item of every user ranked against all items, the user's earlier items
-  excluded, given the history before it (``core.train.rank_targets``);
+  excluded, given the history before it (``core.training.loop.rank_targets``);
 * times a few steps of a naive reference written here: the same model and masking,
   but every batch is 256 x 50 with no padding trimmed and no length bucketing, and
   full-softmax logits are computed for every position of the batch (cross-entropy
@@ -55,11 +55,11 @@ import torch.nn.functional as F
 from common import ROOT, code_state, ingest_beauty, loadavg, log  # noqa: E402  (bench/common.py)
 from common import machine as machine_facts  # noqa: E402
 
-from core.model import PreferenceModel  # noqa: E402
-from core.sequences import Sequences, load_sequences  # noqa: E402
-from core.splits import leave_one_out  # noqa: E402
+from core.data.sequences import Sequences, load_sequences  # noqa: E402
+from core.data.splits import leave_one_out  # noqa: E402
+from core.models.bert import PreferenceModel  # noqa: E402
 from core.store import Store  # noqa: E402
-from core.train import (  # noqa: E402
+from core.training.loop import (  # noqa: E402
     Progress,
     TrainConfig,
     _step_loss,
@@ -72,7 +72,7 @@ from core.train import (  # noqa: E402
 )
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "amazon-beauty" / "beauty.txt"
-MEASURED_CODE = ("core/train.py", "core/model.py")
+MEASURED_CODE = ("core/training/loop.py", "core/models/bert.py")
 DEFAULT_EPOCHS = {"full": 10, "sampled": 20}
 DEFAULT_BUDGET_S = 480.0
 # The naive reference of issue 3, measured on this machine before any of this work.
@@ -186,7 +186,7 @@ def naive_loss(
     The timed version is a plain output layer over the whole item table (tied
     weights + bias), as in textbook BERT4Rec code. ``exact`` uses ``model.score``
     instead (padding and mask columns at -inf), which is exactly the objective
-    ``core.train`` optimises; it is slower (one more pass over the logits), so the
+    ``core.training.loop`` optimises; it is slower (one more pass over the logits), so the
     timed naive step is the faster of the two.
     """
     states = model.encode(inputs)  # (batch, max_len, hidden): every position

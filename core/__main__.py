@@ -3,7 +3,7 @@
 import os
 import sys
 
-# Spinning OpenMP threads make a shared machine many times slower (see core.jobs);
+# Spinning OpenMP threads make a shared machine many times slower (see core.training.runs);
 # set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -206,7 +206,7 @@ def _unescape(sep: str | None) -> str | None:
 
 
 def _cmd_demo(store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    from core.demo import load_demo
+    from core.data.demo import load_demo
 
     if args.users < 10:
         raise UsageError("--users must be at least 10")
@@ -217,7 +217,7 @@ def _cmd_demo(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_ingest(store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    from core.ingest import (
+    from core.data.ingest import (
         Cleaning,
         ReadOptions,
         ingest,
@@ -303,7 +303,7 @@ def _merge(suggested: dict[str, Any], given: dict[str, Any], resolve) -> dict[st
 
 def _complete_mapping(inspection, found, args, roles):
     """The event mapping: the roles named on the command line, the rest suggested."""
-    from core.ingest import EventMapping
+    from core.data.ingest import EventMapping
 
     given = {r: c for r, c in roles.items() if c}
     suggested = {r: found.column(r) for r in roles}
@@ -320,7 +320,7 @@ def _complete_mapping(inspection, found, args, roles):
 
 def _log_item_mapping(args):
     """Item details named on the command line, read from the behaviour log itself."""
-    from core.ingest import ItemMapping
+    from core.data.ingest import ItemMapping
 
     return ItemMapping(
         title=args.title_col,
@@ -332,7 +332,7 @@ def _log_item_mapping(args):
 
 def _complete_item_mapping(store, args):
     """The item-file mapping: the columns named on the command line, the rest suggested."""
-    from core.ingest import ItemMapping, inspect, suggest_item_mapping
+    from core.data.ingest import ItemMapping, inspect, suggest_item_mapping
 
     inspection = inspect(store, args.items)
     suggested = suggest_item_mapping(inspection)
@@ -382,7 +382,7 @@ def _cmd_drop(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 def _model_name(store: Store, args: argparse.Namespace) -> str | None:
     """``--name``, or a free name like it when a model already uses it (said on stderr)."""
-    from core.jobs import claim_model_name, free_model_name
+    from core.training.runs import claim_model_name, free_model_name
 
     if not args.name or args.replace or args.resume:
         return args.name
@@ -399,8 +399,8 @@ def _model_name(store: Store, args: argparse.Namespace) -> str | None:
 
 
 def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    from core.jobs import train_dataset
-    from core.train import TrainConfig, pick_device
+    from core.training.loop import TrainConfig, pick_device
+    from core.training.runs import train_dataset
 
     try:
         config = TrainConfig.from_preset(
@@ -435,7 +435,7 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     )
     name = _model_name(store, args)
     if args.nproc > 1:
-        from core.jobs import train_distributed
+        from core.training.runs import train_distributed
 
         model, record = train_distributed(
             store,
@@ -523,9 +523,9 @@ def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--k must be positive")
     if args.user is None and args.history is None:
         raise UsageError("give --user USER_ID, or --history ITEM,ITEM,... (or both)")
-    from core.jobs import model_dataset, resolve_model
-    from core.recommend import because_of, encode_history, recommend
-    from core.tables import category_list, text_or_empty
+    from core.common.tables import category_list, text_or_empty
+    from core.serving.recommend import because_of, encode_history, recommend
+    from core.training.runs import model_dataset, resolve_model
 
     saved = resolve_model(store, args.model)
     for warning in saved.warnings:
@@ -542,7 +542,7 @@ def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     details = store.item_details(dataset.dataset_id, wanted).set_index("item_id")
     explanations = {}
     if args.explain:
-        from core.recommend import explain
+        from core.serving.recommend import explain
 
         explanations = explain(saved, history, list(top["item_id"]))
 
@@ -578,9 +578,9 @@ def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_interests(store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    from core.interests import user_report
-    from core.jobs import resolve_model
-    from core.recommend import load_model_data
+    from core.serving.interests import user_report
+    from core.serving.recommend import load_model_data
+    from core.training.runs import resolve_model
 
     if args.k <= 0:
         raise UsageError("--k must be positive")
@@ -598,8 +598,8 @@ def _cmd_export(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--k must be positive")
     if not args.out.lower().endswith((".parquet", ".pq", ".csv")):
         raise UsageError(f"{args.out}: the export file must end in .parquet or .csv")
-    from core.jobs import resolve_model
-    from core.recommend import export_top_k, load_model_data
+    from core.serving.recommend import export_top_k, load_model_data
+    from core.training.runs import resolve_model
 
     saved = resolve_model(store, args.model)
     for warning in saved.warnings:
@@ -616,8 +616,8 @@ def _cmd_export(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_evaluate(store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    from core.baselines import parse_baselines
-    from core.evaluate import EvalConfig, run
+    from core.evaluation.baselines import parse_baselines
+    from core.evaluation.runner import EvalConfig, run
 
     _check_positive(args, ("k", "ease_max_items"))
     if args.sampled < 0:
@@ -652,7 +652,7 @@ def _cmd_evaluate(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_report(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     if not args.out.lower().endswith((".html", ".htm")):
         raise UsageError(f"{args.out}: the report file must end in .html")
-    from core.report import ReportError, write_report
+    from core.reports.page import ReportError, write_report
 
     users = None
     if args.users is not None:
@@ -675,7 +675,7 @@ def _cmd_report(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 def _print_human(command: str, result: Any) -> None:
     if command == "evaluate":
-        from core.evaluate import describe, significance_label
+        from core.evaluation.runner import describe, significance_label
 
         settings, k = result["settings"], result["settings"]["k"]
         print(describe(settings))
@@ -770,7 +770,10 @@ def _loaded_errors() -> tuple[type[Exception], ...]:
     an error of a module not loaded cannot have been raised, and ``ingest`` or ``datasets``
     start in a second instead of ten."""
     found = []
-    for module, name in (("core.checkpoint", "CheckpointError"), ("core.text", "TextEncoderError")):
+    for module, name in (
+        ("core.models.checkpoint", "CheckpointError"),
+        ("core.models.text", "TextEncoderError"),
+    ):
         if module in sys.modules:
             found.append(getattr(sys.modules[module], name))
     return tuple(found)
@@ -778,7 +781,7 @@ def _loaded_errors() -> tuple[type[Exception], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    from core.ingest import IngestError
+    from core.data.ingest import IngestError
 
     try:
         args = _parser().parse_args(argv)

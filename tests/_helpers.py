@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from core.sequences import Sequences
+from core.data.sequences import Sequences
 
 # A tiny model shape for tests of training mechanics (not quality): quick on 2 cores.
 TINY = dict(

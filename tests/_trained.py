@@ -13,10 +13,10 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from core.demo import load_demo
-from core.jobs import train_dataset
+from core.data.demo import load_demo
 from core.store import Store
-from core.train import TrainConfig
+from core.training.loop import TrainConfig
+from core.training.runs import train_dataset
 
 USERS = 300
 MODEL = "demo-test"

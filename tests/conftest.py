@@ -12,7 +12,7 @@ import streamlit as st
 from _helpers import ALL_CPUS
 from streamlit.testing.v1 import AppTest
 
-from core.demo import load_demo
+from core.data.demo import load_demo
 from core.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ DEMO_USERS = 300
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (``make test`` runs a worker per CPU), pin each worker to its
     share of the CPUs. Its torch threads, and the CLI and app processes it starts (which
-    inherit the pin and size their threads to it, see ``core.text.usable_cpus``), then
+    inherit the pin and size their threads to it, see ``core.models.text.usable_cpus``), then
     stay off the other workers' cores instead of oversubscribing every core."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if not worker.startswith("gw") or not hasattr(os, "sched_setaffinity"):

@@ -1,8 +1,8 @@
 """Generated datasets of every shape users bring, each with a tiny trained model.
 
 Each shape is a small, deterministic behaviour log (and maybe an item file) written
-as CSV files on disk, loaded through the real :func:`core.ingest.ingest`, and
-trained with :func:`core.jobs.train_dataset` at a tiny size. Training costs the
+as CSV files on disk, loaded through the real :func:`core.data.ingest.ingest`, and
+trained with :func:`core.training.runs.train_dataset` at a tiny size. Training costs the
 most, so each shape is built once per test process (``functools.cache``); a test then
 takes its own copy of the (closed) database with :func:`copy_of_shape` (the model
 folders are shared and only read).
@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.ingest import EventMapping, IngestResult, ItemMapping, ingest
-from core.jobs import train_dataset
+from core.data.ingest import EventMapping, IngestResult, ItemMapping, ingest
 from core.store import Store
-from core.train import TrainConfig
+from core.training.loop import TrainConfig
+from core.training.runs import train_dataset
 
 # Tiny and quick: these models only have to exist and be usable, not be good.
 TRAIN = dict(

@@ -10,7 +10,7 @@ from _trained import MODEL, copy_of_trained
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from core.demo import load_demo
+from core.data.demo import load_demo
 from core.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

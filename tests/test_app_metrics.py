@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.jobs import train_dataset
 from core.store import open_store
-from core.train import TrainConfig
+from core.training.loop import TrainConfig
+from core.training.runs import train_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180

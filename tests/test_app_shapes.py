@@ -15,8 +15,8 @@ import pytest
 from shapes import SHAPES, Shape, copy_of_shape
 from streamlit.testing.v1 import AppTest
 
+from core.common.tables import empty_columns
 from core.store import open_store
-from core.tables import empty_columns
 
 TIMEOUT = 180
 PAGES = ["data", "train", "interests", "recommendations", "metrics", "home"]

@@ -1,4 +1,4 @@
-"""The bad-input corpus through every door: ``core.ingest``, the CLI and the Data page.
+"""The bad-input corpus through every door: ``core.data.ingest``, the CLI and the Data page.
 
 Every file of ``tests/data/bad_input/`` (plus the large ones that
 ``tests/data/make_bad_input.py`` writes at test time) has its expected outcome in
@@ -24,7 +24,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 from test_cli import assert_user_error
 
-from core.ingest import IngestError, ItemMapping, ingest
+from core.data.ingest import IngestError, ItemMapping, ingest
 from core.store import Store, open_store, slugify
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +135,7 @@ def unchanged_but_for(store: Store, template: tuple[Path, dict], name: str) -> N
             assert now[table] == before, table
 
 
-# --------------------------------------------------------------------------- core.ingest
+# --------------------------------------------------------------------------- core.data.ingest
 
 
 @pytest.mark.parametrize("case_id", list(CASES))

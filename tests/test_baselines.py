@@ -7,12 +7,12 @@ import pytest
 import torch
 from _helpers import seqs_of
 
-from core import baselines as B
-from core.evaluate import evaluate
-from core.model import ModelConfig, PreferenceModel
-from core.scoring import ModelScorer
-from core.splits import loo_split
-from core.train import TrainConfig
+from core.data.splits import loo_split
+from core.evaluation import baselines as B
+from core.evaluation.runner import evaluate
+from core.models.bert import ModelConfig, PreferenceModel
+from core.models.scoring import ModelScorer
+from core.training.loop import TrainConfig
 
 
 def padded(rows: list[list[int]], width: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from _helpers import every_cpu
 
-from core.demo import generate_demo
+from core.data.demo import generate_demo
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

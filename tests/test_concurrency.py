@@ -13,11 +13,11 @@ from pathlib import Path
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from core.demo import load_demo
-from core.ingest import ingest
-from core.jobs import collect_run, run_status, start_run
+from core.data.demo import load_demo
+from core.data.ingest import ingest
 from core.store import Store, open_store
-from core.train import TrainConfig
+from core.training.loop import TrainConfig
+from core.training.runs import collect_run, run_status, start_run
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 600  # a bound against a hang, never a speed requirement
@@ -115,7 +115,7 @@ def test_runs_wait_in_a_queue_and_start_one_after_another(
 ) -> None:
     """One run trains at a time: the next one waits (the Train page shows it queued) and
     the ending worker starts it, with no page open; a queued run can be taken out."""
-    from core.jobs import list_runs, stop_run
+    from core.training.runs import list_runs, stop_run
 
     db = tmp_path / "queue.duckdb"
     seed = Store(db)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.demo import (
+from core.data.demo import (
     CATEGORIES,
     N_SUCCESSORS,
     DemoData,

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.checkpoint import load_model
-from core.demo import load_demo
-from core.jobs import dataset_sequences
-from core.model import PreferenceModel
+from core.data.demo import load_demo
+from core.models.bert import PreferenceModel
+from core.models.checkpoint import load_model
 from core.store import Store
-from core.train import TrainConfig, train
+from core.training.loop import TrainConfig, train
+from core.training.runs import dataset_sequences
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(

@@ -13,15 +13,15 @@ import pytest
 import torch
 from _helpers import seqs_of
 
-from core import evaluate as E
-from core.baselines import FAST_BASELINES, fit_baselines
-from core.jobs import dataset_sequences, train_dataset
-from core.model import ModelConfig, PreferenceModel
-from core.scoring import ModelScorer
-from core.sequences import load_sequences
-from core.splits import leave_one_out, loo_split, make_split, time_split
+from core.data.sequences import load_sequences
+from core.data.splits import leave_one_out, loo_split, make_split, time_split
+from core.evaluation import runner as E
+from core.evaluation.baselines import FAST_BASELINES, fit_baselines
+from core.models.bert import ModelConfig, PreferenceModel
+from core.models.scoring import ModelScorer
 from core.store import Store
-from core.train import TrainConfig, rank_targets
+from core.training.loop import TrainConfig, rank_targets
+from core.training.runs import dataset_sequences, train_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_leave_one_out_split_never_leaks_the_test_item() -> None:
         assert seqs.history(user)[-1] == target
         assert split.fit.lengths[user] == seqs.lengths[user] - 2
         assert split.inputs.history(user).tolist() == seqs.history(user)[:-1].tolist()
-    # what core.train.train learns from (after its own hold-out) is exactly ``fit``
+    # what core.training.loop.train learns from (after its own hold-out) is exactly ``fit``
     np.testing.assert_array_equal(leave_one_out(split.train_input).train.items, split.fit.items)
 
 
@@ -356,7 +356,7 @@ def test_evaluate_cli_prints_one_json_object(eval_store, demo_model, tmp_path, c
 
 
 def test_charts_of_an_evaluation_are_labelled() -> None:
-    from core import charts
+    from core.reports import charts
 
     rng = np.random.default_rng(3)
     histories = [list(rng.choice(np.arange(1, 41), size=5, replace=False)) for _ in range(50)]
@@ -388,7 +388,8 @@ def test_the_formulas_in_the_docstrings_hold() -> None:
     """Every metric documents its formula with an example; run them (doctest)."""
     import doctest
 
-    from core import baselines, splits
+    from core.data import splits
+    from core.evaluation import baselines
 
     for module in (E, baselines, splits):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

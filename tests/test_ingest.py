@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.ingest import (
+from core.data.ingest import (
     Cleaning,
     EventMapping,
     IngestError,
@@ -390,7 +390,7 @@ def test_times_do_not_depend_on_the_machines_time_zone(tmp_path: Path) -> None:
     path = tmp_path / "mixed.csv"
     path.write_text("user,item,time\nu1,a,2024-01-02 03:04:05+02:00\nu2,b,2024-01-02T03:04:05\n")
     script = (
-        "import sys; from core.store import Store; from core.ingest import ingest; "
+        "import sys; from core.store import Store; from core.data.ingest import ingest; "
         "s = Store(sys.argv[1]); ingest(s, 'm', sys.argv[2]); "
         "print(*s.cursor().execute('SELECT CAST(ts AS VARCHAR) FROM events ORDER BY user_id')"
         ".fetchall(), sep='|')"

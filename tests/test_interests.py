@@ -1,4 +1,4 @@
-"""Interest vectors, category affinity, drift, the map and neighbours (core.interests)."""
+"""Interest vectors, category affinity, drift, the map and neighbours (core.serving.interests)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import torch
 from _trained import MODEL, USERS, copy_of_trained
 
-from core import interests
-from core.jobs import resolve_model
-from core.recommend import encode_history, head_states, load_model_data
+from core.serving import interests
+from core.serving.recommend import encode_history, head_states, load_model_data
 from core.store import Store
+from core.training.runs import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,7 +196,7 @@ def test_data_without_categories_still_gets_drift_map_and_affinity(env) -> None:
 
 
 def test_charts_are_labelled_and_mark_shifts(env) -> None:
-    from core import charts
+    from core.reports import charts
 
     _, data, vectors = env
     history = data.history_ids("u00003")

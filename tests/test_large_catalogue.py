@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from _helpers import TINY, seqs_of
 from test_cli import cli
 
-from core.model import ModelConfig, PreferenceModel
-from core.sequences import load_sequences
-from core.train import (
+from core.data.sequences import load_sequences
+from core.models.bert import ModelConfig, PreferenceModel
+from core.training.loop import (
     _LOSS_TILE,
     _RANK_CHUNK,
     PRESETS,
@@ -165,7 +165,7 @@ def test_precision_setting_is_checked_and_resolved() -> None:
     cpu = torch.device("cpu")
     assert resolve_precision("float32", cpu) == "float32"
     assert resolve_precision("bfloat16", cpu) == "bfloat16"
-    from core.text import native_bfloat16
+    from core.models.text import native_bfloat16
 
     assert resolve_precision("auto", cpu) == ("bfloat16" if native_bfloat16() else "float32")
 

@@ -13,17 +13,16 @@ import pytest
 import torch
 from _helpers import TINY
 
-from core.checkpoint import CheckpointError, load_model, save_model
 from core.cli import main
-from core.demo import generate_demo, load_demo
-from core.ingest import EventMapping, ItemMapping, ingest
-from core.jobs import dataset_sequences, resolve_model, train_dataset
-from core.model import ModelConfig, PreferenceModel, append_mask
-from core.recommend import next_item_probabilities, recommend
-from core.sequences import load_sequences
-from core.splits import leave_one_out
+from core.data.demo import generate_demo, load_demo
+from core.data.ingest import EventMapping, ItemMapping, ingest
+from core.data.sequences import load_sequences
+from core.data.splits import leave_one_out
+from core.models.bert import ModelConfig, PreferenceModel, append_mask
+from core.models.checkpoint import CheckpointError, load_model, save_model
+from core.serving.recommend import next_item_probabilities, recommend
 from core.store import Store
-from core.train import (
+from core.training.loop import (
     Progress,
     StopTraining,
     TrainConfig,
@@ -34,6 +33,7 @@ from core.train import (
     training_windows,
     windows_ending_at,
 )
+from core.training.runs import dataset_sequences, resolve_model, train_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_scores_cover_items_only_and_trimmed_batches_mean_the_same() -> None:
 
 
 def test_training_windows_cover_long_histories() -> None:
-    from core.sequences import Sequences
+    from core.data.sequences import Sequences
 
     seqs = Sequences(
         np.array(["a", "b"], dtype=object),
@@ -91,7 +91,7 @@ def test_training_windows_cover_long_histories() -> None:
 
 
 def test_next_item_windows_are_every_prefix_masked_at_its_end() -> None:
-    from core.sequences import Sequences
+    from core.data.sequences import Sequences
 
     seqs = Sequences(
         np.array(["a", "b", "c"], dtype=object),
@@ -206,7 +206,7 @@ def test_prefix_training_asks_for_every_item_of_a_window_in_one_step(demo_seqs) 
 
 
 class _TickingClock:
-    """``core.train``'s clock in a test: every reading is ``tick`` seconds after the last,
+    """``core.training.loop``'s clock in a test: every reading is ``tick`` seconds after the last,
     so a time budget ends a run after the same steps on a quiet or a busy machine."""
 
     def __init__(self, tick: float) -> None:
@@ -220,9 +220,9 @@ class _TickingClock:
 def test_a_time_budget_anneals_the_learning_rate_before_it_stops(demo_seqs, monkeypatch) -> None:
     # 200 epochs cannot fit in the budget: it ends the run, and the schedule has
     # followed the budget, so the last epochs ran at the floor of the cosine decay.
-    import core.train
+    import core.training.loop
 
-    monkeypatch.setattr(core.train, "time", _TickingClock(0.03))
+    monkeypatch.setattr(core.training.loop, "time", _TickingClock(0.03))
     config = TrainConfig.from_preset("fast", epochs=200, time_budget=4.0, patience=1000, **TINY)
     result = train(demo_seqs, config)
     lrs = [h["lr"] for h in result.history]
@@ -560,7 +560,7 @@ def test_event_type_embeddings_train_save_and_load(demo_store, tmp_path) -> None
         )
         untyped = model.next_item_logits(append_mask(items, model.config.mask_index))
     assert not torch.allclose(typed, untyped)  # the types are read
-    from core.jobs import training_record
+    from core.training.runs import training_record
 
     record = training_record("typed", "demo", "fp", seqs, result, None)
     assert record["event_types"] == ["view", "cart", "purchase"]

@@ -1,4 +1,5 @@
-"""Top-K lists, explanations, what-if, the baseline and the batch export (core.recommend)."""
+"""Top-K lists, explanations, what-if, the baseline and the batch export
+(core.serving.recommend)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pandas as pd
 import pytest
 from _trained import MODEL, USERS, copy_of_trained
 
-from core import interests
-from core.jobs import resolve_model
-from core.recommend import (
+from core.data.splits import validation_users
+from core.serving import interests
+from core.serving.recommend import (
     baseline_list,
     encode_history,
     explain,
@@ -26,8 +27,8 @@ from core.recommend import (
     recommend,
     top_k_all,
 )
-from core.splits import validation_users
 from core.store import Store
+from core.training.runs import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -215,7 +216,7 @@ def test_export_has_k_rows_per_user(data, tmp_path, suffix) -> None:
 def test_a_background_export_writes_the_same_file_and_cleans_up(data, tmp_path) -> None:
     import gc
 
-    from core.exports import ExportJob
+    from core.serving.exports import ExportJob
 
     job = ExportJob(data, tmp_path / "exports", "top", 7, "parquet", True, key="k")
     assert job.wait(300) and job.error is None

@@ -1,4 +1,4 @@
-"""Tests of the shareable report (core.report): contents, shapes, safety, the CLI."""
+"""Tests of the shareable report (core.reports.page): contents, shapes, safety, the CLI."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from plotly.offline import get_plotlyjs
 from shapes import MARKUP, copy_of_shape
 from test_cli import assert_user_error, cli
 
-from core import charts
-from core import evaluate as E
 from core.cli import main
-from core.ingest import EventMapping, ingest
-from core.report import (
+from core.data.ingest import EventMapping, ingest
+from core.evaluation import runner as E
+from core.reports import charts
+from core.reports.page import (
     ReportError,
     _compact_histogram,
     _long_tail_points,
@@ -309,7 +309,8 @@ def test_the_report_modules_examples_hold() -> None:
     """Their docstring examples (escaping, JSON for a script, settings without paths)."""
     import doctest
 
-    from core import report, report_html
+    from core.reports import markup as report_html
+    from core.reports import page as report
 
     for module in (report, report_html):
         result = doctest.testmod(module)

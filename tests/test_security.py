@@ -16,7 +16,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from core.ingest import EventMapping, IngestError, ItemMapping, ingest
+from core.data.ingest import EventMapping, IngestError, ItemMapping, ingest
 from core.store import Store, StoreError, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ def test_a_closed_sessions_uploads_are_deleted(tmp_path: Path) -> None:
     import gc
     import io
 
-    from core.uploads import Spool
+    from core.data.uploads import Spool
 
     spool = Spool(tmp_path)
     first = spool.path("events", "id-1", io.BytesIO(b"user,item\nu,a\n"))
@@ -228,7 +228,7 @@ def trained_copy(tmp_path: Path) -> Store:
 def test_a_config_claiming_huge_sizes_fails_before_allocating(
     claim: dict, trained_copy: Store, tmp_path: Path
 ) -> None:
-    from core.checkpoint import CheckpointError, load_model
+    from core.models.checkpoint import CheckpointError, load_model
 
     folder = tmp_path / "hostile-model"
     shutil.copytree(trained_copy.get_model("demo-test").path, folder)
@@ -241,8 +241,8 @@ def test_a_config_claiming_huge_sizes_fails_before_allocating(
 
 
 def test_a_run_named_like_another_datasets_model_is_refused(trained_copy: Store) -> None:
-    from core.demo import load_demo
-    from core.jobs import claim_model_name, free_model_name
+    from core.data.demo import load_demo
+    from core.training.runs import claim_model_name, free_model_name
 
     load_demo(trained_copy, "shop", n_users=40)
     before = trained_copy.table_fingerprints()
@@ -263,7 +263,7 @@ def test_a_run_named_like_another_datasets_model_is_refused(trained_copy: Store)
 def test_the_app_imports_models_only_from_its_model_home(
     trained_copy: Store, tmp_path: Path
 ) -> None:
-    from core.jobs import import_model, importable_models, model_home
+    from core.training.runs import import_model, importable_models, model_home
 
     source = Path(trained_copy.get_model("demo-test").path)
     home = model_home(trained_copy)
@@ -316,7 +316,7 @@ def _parquet(path: Path, rows: int, users: int = 0) -> Path:
 def test_a_gzip_bomb_and_a_huge_parquet_are_refused_before_reading(
     store: Store, tmp_path: Path, monkeypatch
 ) -> None:
-    from core.ingest import Limits
+    from core.data.ingest import Limits
 
     before = store.table_fingerprints()
     bomb = _gzip_bomb(tmp_path / "bomb.csv.gz", 200 * 10**6)
@@ -385,7 +385,7 @@ def test_markup_in_ids_titles_categories_and_types_is_escaped_everywhere(
         if page == "interests":  # a click on the map picks a user whose id holds markup
             from test_app_interests import _click_map
 
-            from core.escape import plotly as plotly_text
+            from core.common.escape import plotly as plotly_text
 
             clicked = f"{MARKUP[0]} u5"
             at = _click_map(at, plotly_text(clicked))  # what the chart sends back

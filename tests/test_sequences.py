@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from core.ingest import ingest
-from core.sequences import PAD, Sequences, from_arrow, load_sequences
+from core.data.ingest import ingest
+from core.data.sequences import PAD, Sequences, from_arrow, load_sequences
 from core.store import Store, StoreError
 
 

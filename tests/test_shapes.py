@@ -11,10 +11,9 @@ from __future__ import annotations
 import pytest
 from shapes import HEAVY_EVENTS, ODD_ITEMS, ODD_USERS, SHAPES, copy_of_shape
 
-from core import evaluate as ev
-from core import interests
-from core.jobs import resolve_model
-from core.recommend import (
+from core.evaluation import runner as ev
+from core.serving import interests
+from core.serving.recommend import (
     baseline_list,
     fit_side_baseline,
     load_model_data,
@@ -22,6 +21,7 @@ from core.recommend import (
     top_k_table,
 )
 from core.store import Store
+from core.training.runs import resolve_model
 
 
 @pytest.fixture
@@ -168,8 +168,8 @@ def test_a_catalogue_of_two_items_seen_by_everyone(shape_store) -> None:
 def test_history_timeline_of_each_shape(name: str, shape_store) -> None:
     """Without categories the timeline has a row per item (not one "(no category)" line);
     without timestamps its x axis is the event number; one event type: no legend."""
-    from core import charts
-    from core.tables import with_main_category
+    from core.common.tables import with_main_category
+    from core.reports import charts
 
     shape = SHAPES[name]()
     store = shape_store(name)

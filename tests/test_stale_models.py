@@ -17,8 +17,8 @@ from shapes import copy_of_shape, ids_only_changed, load_shape
 from streamlit.testing.v1 import AppTest
 
 from core.cli import main
-from core.jobs import lost_model_message, model_warning, resolve_model
 from core.store import Store, StoreError, open_store
+from core.training.runs import lost_model_message, model_warning, resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180
@@ -60,7 +60,7 @@ def test_core_keeps_a_reingested_model_with_a_warning_and_explains_a_deleted_one
         with pytest.raises(StoreError, match=DELETED):
             resolve_model(store, MODEL)
         # a directory named directly: the dataset it needs is not here
-        from core.recommend import load_model_data
+        from core.serving.recommend import load_model_data
 
         saved = resolve_model(store, info.path)
         with pytest.raises(StoreError, match="which is not in this database"):
@@ -74,7 +74,7 @@ def test_core_keeps_a_reingested_model_with_a_warning_and_explains_a_deleted_one
 
 
 def test_a_run_that_finishes_after_its_dataset_was_deleted_is_not_registered(db, tmp_path) -> None:
-    from core.jobs import RunStatus, collect_run
+    from core.training.runs import RunStatus, collect_run
 
     store = Store(db)
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from core.ingest import IngestError, ItemMapping, ingest
+from core.data.ingest import IngestError, ItemMapping, ingest
 from core.store import (
     SCHEMA_VERSION,
     DatabaseLockedError,
@@ -166,7 +166,7 @@ def test_drop_dataset_removes_every_row_of_that_dataset_only(store: Store, write
 
 
 def test_drop_dataset_removes_planted_interests(tmp_path: Path) -> None:
-    from core.demo import load_demo
+    from core.data.demo import load_demo
 
     st = Store(tmp_path / "p.duckdb")
     info = load_demo(st, "small", n_users=20).dataset

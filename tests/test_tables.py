@@ -1,6 +1,6 @@
-"""The frame helpers of core.tables and core.recommend.because_of, on hand-made values
-(every form a missing category list takes: None, pd.NA, NaN, an empty list or array);
-the docstring examples of core.tables and core.charts."""
+"""The frame helpers of core.common.tables and core.serving.recommend.because_of, on hand-made
+values (every form a missing category list takes: None, pd.NA, NaN, an empty list or array);
+the docstring examples of core.common.tables and core.reports.charts."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import charts, escape, tables
-from core.recommend import because_of
-from core.tables import (
+from core.common import escape, tables
+from core.common.tables import (
     category_list,
     drop_empty_columns,
     empty_columns,
@@ -21,6 +20,8 @@ from core.tables import (
     text_or_empty,
     with_main_category,
 )
+from core.reports import charts
+from core.serving.recommend import because_of
 
 MISSING = [None, pd.NA, float("nan"), np.nan, pd.NaT, [], np.array([], dtype=object), ()]
 
@@ -76,7 +77,7 @@ def test_main_category_of_an_events_frame() -> None:
 def test_main_category_of_a_real_user_events_frame(store, write) -> None:
     """A store query of a dataset whose items have titles but no categories gives
     ``pd.NA`` (pandas 3) for the missing lists: the crash the Interests page had."""
-    from core.ingest import ItemMapping, ingest
+    from core.data.ingest import ItemMapping, ingest
 
     events = write("e.csv", "user,item\nu1,a\nu1,b\nu1,c\n")
     items = write("i.csv", "item,title\na,Apple\nb,Banana\n")

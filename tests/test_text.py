@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.ingest import ingest
-from core.store import Store
-from core.text import (
+from core.data.ingest import ingest
+from core.models.text import (
     DEFAULT_ENCODER,
     TextEncoder,
     TextEncoderError,
@@ -23,6 +22,7 @@ from core.text import (
     resolve_encoder,
     text_hash,
 )
+from core.store import Store
 
 TEXTS = [
     "Trail running shoes with a grippy sole for muddy mountain paths",

@@ -7,13 +7,13 @@ import pytest
 import torch
 from _helpers import TINY, seqs_of
 
-from core.checkpoint import load_model, save_model
-from core.model import ModelConfig, PreferenceModel, append_mask
-from core.recommend import next_item_probabilities, top_k_all
-from core.scoring import ModelScorer
-from core.sequences import load_sequences
-from core.splits import leave_one_out
-from core.train import TrainConfig, train, transition_pairs
+from core.data.sequences import load_sequences
+from core.data.splits import leave_one_out
+from core.models.bert import ModelConfig, PreferenceModel, append_mask
+from core.models.checkpoint import load_model, save_model
+from core.models.scoring import ModelScorer
+from core.serving.recommend import next_item_probabilities, top_k_all
+from core.training.loop import TrainConfig, train, transition_pairs
 
 
 def test_the_memory_is_the_posterior_with_the_transformer_as_prior() -> None:
@@ -91,7 +91,7 @@ def test_every_ranking_path_applies_the_memory_the_same_way(trained, tmp_path) -
     scores = scorer.score(torch.as_tensor(seqs.padded(scorer.history_len, users)).long())
     torch.testing.assert_close(scores.exp(), probs, atol=1e-6, rtol=1e-4)
     # Every user's top-k in one batch: the same items and probabilities.
-    from core.recommend import ModelData
+    from core.serving.recommend import ModelData
 
     data = ModelData(saved, seqs, None, 0, "test")
     _, items, top, _ = top_k_all(data, k=5, exclude_seen=False)
@@ -120,9 +120,9 @@ def test_no_memory_when_asked_or_for_the_causal_baseline(demo_store) -> None:
 
 
 def test_the_training_chart_shows_the_memory_level_of_a_saved_model(trained, tmp_path) -> None:
-    from core import charts
-    from core.evaluate import model_curves
-    from core.jobs import training_record
+    from core.evaluation.runner import model_curves
+    from core.reports import charts
+    from core.training.runs import training_record
 
     seqs, result = trained
     record = training_record("m", "demo", "f", seqs, result, None)

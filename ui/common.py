@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import escape
-from core.exports import PREFIX as EXPORT_PREFIX
-from core.jobs import data_home, first_start, lost_model_message
+from core.common import escape
+from core.data.uploads import sweep
+from core.serving.exports import PREFIX as EXPORT_PREFIX
 from core.store import DatasetInfo, Store, open_store
-from core.uploads import sweep
+from core.training.runs import data_home, first_start, lost_model_message
 
 log = logging.getLogger("reclens")
 

@@ -1,7 +1,7 @@
 """What the Interests and Recommendations pages share: the active model's data, cached.
 
-UI code only: everything computed here comes from ``core.recommend`` and
-``core.interests``. Loaded models are cached per (model name, registration time),
+UI code only: everything computed here comes from ``core.serving.recommend`` and
+``core.serving.interests``. Loaded models are cached per (model name, registration time),
 so a retrained model of the same name is loaded afresh and nothing reloads on a click.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import interests
-from core.checkpoint import CheckpointError
-from core.jobs import resolve_model
-from core.recommend import ModelData, fit_side_baseline, load_model_data
+from core.models.checkpoint import CheckpointError
+from core.serving import interests
+from core.serving.recommend import ModelData, fit_side_baseline, load_model_data
 from core.store import StoreError
+from core.training.runs import resolve_model
 from ui.common import ACTIVE_MODEL, active_dataset, get_store, md_escape
 
 # The user both pages look at (a plain key: it survives page switches).
@@ -39,7 +39,8 @@ def interest_vectors(name: str, created: str) -> interests.InterestVectors:
 
 @st.cache_resource(show_spinner="Fitting the baseline…", max_entries=6)
 def side_baseline(name: str, created: str, baseline: str):
-    """A baseline fitted on the model's training histories (core.recommend.fit_side_baseline)."""
+    """A baseline fitted on the model's training histories
+    (core.serving.recommend.fit_side_baseline)."""
     return fit_side_baseline(model_data(name, created), baseline)
 
 

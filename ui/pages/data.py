@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import charts
-from core.ingest import (
+from core.common.tables import drop_empty_columns, with_main_category
+from core.data.ingest import (
     EVENT_ROLES,
     ITEM_ROLES,
     Cleaning,
@@ -24,10 +24,10 @@ from core.ingest import (
     suggest,
     suggest_item_mapping,
 )
+from core.data.suggest import LOG_ITEM_ROLES, Guess
+from core.data.uploads import Spool
+from core.reports import charts
 from core.store import StoreError, slugify
-from core.suggest import LOG_ITEM_ROLES, Guess
-from core.tables import drop_empty_columns, with_main_category
-from core.uploads import Spool
 from ui.common import (
     PENDING_DATASET,
     active_dataset,

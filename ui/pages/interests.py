@@ -6,8 +6,9 @@ import html
 
 import streamlit as st
 
-from core import charts, interests
-from core.tables import drop_empty_columns, with_main_category
+from core.common.tables import drop_empty_columns, with_main_category
+from core.reports import charts
+from core.serving import interests
 from ui.common import fmt_int, get_store, md_escape, require_dataset
 from ui.model_views import (
     SELECTED_USER,

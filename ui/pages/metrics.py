@@ -1,6 +1,6 @@
 """Metrics page: honest full-ranking evaluation of saved models against strong baselines.
 
-UI only: the evaluation is :func:`core.evaluate.run`, the figures :mod:`core.charts`.
+UI only: the evaluation is :func:`core.evaluation.runner.run`, the figures :mod:`core.reports.charts`.
 """
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import charts
-from core import evaluate as ev
-from core.baselines import BASELINES, DESCRIPTIONS, FAST_BASELINES
-from core.checkpoint import CheckpointError
-from core.jobs import model_warning
-from core.report import ReportError, build_report
+from core.evaluation import runner as ev
+from core.evaluation.baselines import BASELINES, DESCRIPTIONS, FAST_BASELINES
+from core.models.checkpoint import CheckpointError
+from core.reports import charts
+from core.reports.page import ReportError, build_report
 from core.store import StoreError
+from core.training.runs import model_warning
 from ui.common import ACTIVE_MODEL, fmt_int, get_store, md_escape, require_dataset
 
 RUN_KEY = "metrics_run_id"

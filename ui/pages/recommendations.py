@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import charts, interests
-from core.exports import ExportJob
-from core.recommend import (
+from core.common.tables import drop_empty_columns
+from core.reports import charts
+from core.serving import interests
+from core.serving.exports import ExportJob
+from core.serving.recommend import (
     SIDE_BASELINES,
     baseline_list,
     because_of,
@@ -16,7 +18,6 @@ from core.recommend import (
     item_index,
     recommend,
 )
-from core.tables import drop_empty_columns
 from ui.common import export_home, fmt_int, get_store, md_escape, require_dataset
 from ui.model_views import current_user, item_label, require_model, side_baseline, user_search
 

@@ -7,9 +7,15 @@ import logging
 import pandas as pd
 import streamlit as st
 
-from core import charts
-from core.checkpoint import CheckpointError
-from core.jobs import (
+from core.common.tables import drop_empty_columns
+from core.data.splits import VAL_SHARE, VAL_USERS_MIN
+from core.models.bert import ATTENTIONS
+from core.models.checkpoint import CheckpointError
+from core.models.text import TextEncoderError
+from core.reports import charts
+from core.store import StoreError, slugify
+from core.training.loop import PRESETS, TrainConfig
+from core.training.runs import (
     RunStatus,
     advance_queue,
     claim_model_name,
@@ -23,12 +29,6 @@ from core.jobs import (
     start_run,
     stop_run,
 )
-from core.model import ATTENTIONS
-from core.splits import VAL_SHARE, VAL_USERS_MIN
-from core.store import StoreError, slugify
-from core.tables import drop_empty_columns
-from core.text import TextEncoderError
-from core.train import PRESETS, TrainConfig
 from ui.common import PENDING_MODEL, fmt_int, get_store, md_escape, require_dataset
 
 log = logging.getLogger("reclens.train")

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.ingest import EventMapping, IngestResult, ItemMapping, ingest
+from core.data.ingest import EventMapping, IngestResult, ItemMapping, ingest
 from core.store import ProgressFn, Store
 
 __all__ = [

@@ -1,6 +1,6 @@
 """The report's evaluation section: a stored run as the Metrics page shows it.
 
-Part of :mod:`core.report` (see its docstring): the protocol, the metrics table with
+Part of :mod:`core.reports.page` (see its docstring): the protocol, the metrics table with
 95% intervals and the significance mark against the best baseline, bars, metric@K
 curves, the breakdowns by history length and target popularity, beyond accuracy.
 Reads the stored run only; never evaluates.
@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from core import charts
-from core import evaluate as ev
-from core import report_html as H
+from core.evaluation import runner as ev
+from core.reports import charts
+from core.reports import markup as H
 from core.store import DatasetInfo, Store
 
 

@@ -9,7 +9,7 @@ user's next interaction, given their history (most recent ``max_len - 1`` items)
 * :func:`explain` attributes each recommended item's score to the history items by
   occlusion: the score drop when every occurrence of one history item is removed,
   all variants scored in one batched forward pass.
-* :func:`baseline_list` ranks for a history with a baseline of :mod:`core.baselines`
+* :func:`baseline_list` ranks for a history with a baseline of :mod:`core.evaluation.baselines`
   (fitted by :func:`fit_side_baseline`), shown side by side with the model's list;
   :func:`most_popular` lists the most popular items with their training counts.
 * :func:`top_k_all` / :func:`export_top_k` rank every user of a dataset in batches
@@ -29,13 +29,13 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from core import baselines
-from core.checkpoint import SavedModel
-from core.jobs import dataset_sequences, model_dataset
-from core.sequences import Sequences
-from core.splits import leave_one_out
+from core.common.tables import category_list, text_or_empty
+from core.data.sequences import Sequences
+from core.data.splits import leave_one_out
+from core.evaluation import baselines
+from core.models.checkpoint import SavedModel
 from core.store import ProgressFn, Store
-from core.tables import category_list, text_or_empty
+from core.training.runs import dataset_sequences, model_dataset
 
 
 def item_index(saved: SavedModel) -> dict[str, int]:
@@ -101,7 +101,7 @@ def logits_from_states(
     One fused multiply-add and two column writes: the padding and mask columns are -inf.
     With ``last`` (the last item of each state's history, 0 = none) and a model with a
     transition memory, the memory is applied too (log-probabilities, see
-    :meth:`core.model.PreferenceModel.with_transitions`); without ``last``, these are the
+    :meth:`core.models.bert.PreferenceModel.with_transitions`); without ``last``, these are the
     Transformer's own logits (an interest vector alone).
     """
     model = saved.model
@@ -392,7 +392,7 @@ SIDE_BASELINES = {
 
 
 def fit_side_baseline(data: ModelData, name: str):
-    """A baseline of :mod:`core.baselines` fitted on the model's training part of the
+    """A baseline of :mod:`core.evaluation.baselines` fitted on the model's training part of the
     histories (the test and validation items left out, as in training), for side-by-side lists."""
     fit = leave_one_out(data.histories).train
     makers = {

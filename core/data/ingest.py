@@ -35,7 +35,7 @@ from core.store import (
     connection_settings,
     validate_dataset_name,
 )
-from core.suggest import (
+from core.data.suggest import (
     EVENT_ROLES,
     ITEM_NAMES,
     ITEM_ROLES,
@@ -603,7 +603,7 @@ def _header_looks_like_data(preview: pd.DataFrame, described: list[str]) -> bool
 
 
 def suggest(inspection: Inspection) -> Suggestion:
-    """Suggested roles of the log's columns, each with its reason (see :mod:`core.suggest`)."""
+    """Suggested roles of the log's columns, each with its reason (see :mod:`core.data.suggest`)."""
     sample = inspection.sample if inspection.sample is not None else inspection.preview
     return suggest_columns(inspection.columns, inspection.types, sample, inspection.has_header)
 
@@ -766,7 +766,7 @@ def ingest(
         cleaning: k-core and repeat collapsing.
         replace_existing: replace a dataset of the same name instead of refusing.
         source_names: names to record for the files (an upload's original names).
-        planted: ground-truth interests of generated data (see :mod:`core.demo`).
+        planted: ground-truth interests of generated data (see :mod:`core.data.demo`).
         progress: ``progress(fraction, message)`` called between phases.
         inspection: ``inspect(store, events_path, read)`` when the caller already has it
             (the file is then not sniffed and sampled again).

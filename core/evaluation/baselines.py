@@ -1,6 +1,6 @@
 """Baselines our model has to beat, each fitted on the evaluation split's training data.
 
-Every baseline is a :class:`core.scoring.Scorer`: a batch of histories in, a full
+Every baseline is a :class:`core.models.scoring.Scorer`: a batch of histories in, a full
 score vector over all items out, so the same evaluation code ranks them all.
 
 * ``pop``: most popular (training events per item).
@@ -20,7 +20,7 @@ score vector over all items out, so the same evaluation code ranks them all.
   note) above ``ease_max_items`` items, where the dense inverse gets too large.
 * ``sasrec``: a causal (left-to-right) Transformer, SASRec-style, on the same Hugging
   Face ``BertModel`` blocks as our model (``is_decoder=True``), trained by
-  :func:`core.train.train` with ``causal=True``: full-softmax cross-entropy of the next
+  :func:`core.training.loop.train` with ``causal=True``: full-softmax cross-entropy of the next
   item at every position, same windows, schedule and early stopping.
 
 ItemKNN and Markov scores also carry a tiny popularity term, so items they cannot
@@ -37,10 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.scoring import ModelScorer
-from core.sequences import Sequences
-from core.splits import EvalSplit
-from core.train import ProgressCallback, TrainConfig, train, transition_pairs
+from core.data.sequences import Sequences
+from core.data.splits import EvalSplit
+from core.models.scoring import ModelScorer
+from core.training.loop import ProgressCallback, TrainConfig, train, transition_pairs
 
 BASELINES: tuple[str, ...] = ("pop", "recent", "itemknn", "markov", "ease", "sasrec")
 FAST_BASELINES: tuple[str, ...] = ("pop", "recent", "itemknn", "markov", "ease")

@@ -462,7 +462,7 @@ class Store:
             out[table] = (int(count), int(digest))
         return out
 
-    # ---- loading (called by core.ingest, inside one transaction)
+    # ---- loading (called by core.data.ingest, inside one transaction)
 
     def sniff(self, source: SourceSpec, limit: int = 20) -> tuple[pd.DataFrame, list[str]]:
         """The first ``limit`` rows of a source as sniffed, and its column types."""
@@ -1283,7 +1283,7 @@ class Store:
             raise StoreError(f"no model called {name!r}; the models are: {known}")
         return info
 
-    # ---- evaluations (core.evaluate)
+    # ---- evaluations (core.evaluation.runner)
 
     def save_evaluation(
         self,

@@ -10,10 +10,10 @@ the best baseline, metric@K curves, breakdowns, beyond-accuracy bars), the
 **interests** (the map of users by segment, each segment's size, categories and
 items) and a few **example users** (history, top-10 with the history items behind
 each, side by side with most-popular). Every chart is built by the same function of
-:mod:`core.charts` the app uses. :func:`write_report` writes it to a file; the CLI's
-``report`` command calls it. The markup helpers live in :mod:`core.report_html`, the
-evaluation section in :mod:`core.report_eval`, the interests and example users in
-:mod:`core.report_users`.
+:mod:`core.reports.charts` the app uses. :func:`write_report` writes it to a file; the CLI's
+``report`` command calls it. The markup helpers live in :mod:`core.reports.markup`, the
+evaluation section in :mod:`core.reports.evaluation`, the interests and example users in
+:mod:`core.reports.users`.
 
 **Charts: Plotly inlined once.** The page embeds Plotly's own library (4.8 MB, about
 4.6 MiB) once, in a ``<script>`` in the head, and each figure as JSON drawn by
@@ -26,17 +26,17 @@ template, written once.
 
 **Fast on any size.** The report reads what is stored: the store's exploration
 queries, the model's ``training.json``, a stored evaluation run and the interest
-vectors cached in DuckDB (:func:`core.interests.all_interest_vectors` computes and
+vectors cached in DuckDB (:func:`core.serving.interests.all_interest_vectors` computes and
 caches them only when no cache exists yet: a forward pass, never training). It never
 trains or evaluates. The long tail keeps at most 2,000 log-spaced ranks and, beyond
 5,000 users, the events-per-user histogram is sent as counts per length (the same
 bars), so neither grows with the data; the map draws a fixed sample of at most
-:data:`core.interests.MAP_POINTS` users (``RECLENS_MAP_POINTS``), and an example
+:data:`core.serving.interests.MAP_POINTS` users (``RECLENS_MAP_POINTS``), and an example
 user's timeline their last 500 events.
 
 **Safety.** Every string from data (ids, titles, categories, file names, dataset and
-model names, settings) is HTML-escaped (:mod:`core.report_html`); text inside figures
-is already escaped for Plotly by :mod:`core.charts`, and each figure's JSON has its
+model names, settings) is HTML-escaped (:mod:`core.reports.markup`); text inside figures
+is already escaped for Plotly by :mod:`core.reports.charts`, and each figure's JSON has its
 ``<``, ``>`` and ``&`` escaped, so nothing can close a ``<script>``. The document holds no
 absolute path of the machine: source names are the stored file names, a setting that
 is a path (a text encoder folder) shows its last part only, and the database's and the
@@ -54,14 +54,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core import charts, report_users
-from core import report_html as H
-from core.evaluate import model_curves, stored_runs
-from core.jobs import resolve_model
-from core.recommend import load_model_data
-from core.report_eval import evaluation_section
-from core.report_html import ReportError, no_categories
+from core.evaluation.runner import model_curves, stored_runs
+from core.reports import charts
+from core.reports import markup as H
+from core.reports import users as report_users
+from core.reports.evaluation import evaluation_section
+from core.reports.markup import ReportError, no_categories
+from core.serving.recommend import load_model_data
 from core.store import DatasetInfo, Store
+from core.training.runs import resolve_model
 
 LONG_TAIL_POINTS = 2_000  # ranks drawn on the long tail (log-spaced)
 SECTIONS = {
@@ -78,7 +79,7 @@ class _Inputs:
     """What a report is about, resolved and checked before any heavy work."""
 
     info: DatasetInfo
-    saved: Any = None  # core.checkpoint.SavedModel
+    saved: Any = None  # core.models.checkpoint.SavedModel
     run_id: str | None = None
     users: list[str] | None = None
     warnings: list[str] = field(default_factory=list)

@@ -1,8 +1,8 @@
 """What an evaluation ranks: the :class:`Scorer` interface our models and every
-baseline share, and :class:`ModelScorer`, a :class:`core.model.PreferenceModel` as one.
+baseline share, and :class:`ModelScorer`, a :class:`core.models.bert.PreferenceModel` as one.
 
-Below both :mod:`core.baselines` and :mod:`core.evaluate`, so that neither imports the
-other to get it.
+Below both :mod:`core.evaluation.baselines` and :mod:`core.evaluation.runner`, so that
+neither imports the other to get it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Protocol
 
 import torch
 
-from core.model import PreferenceModel, append_mask
+from core.models.bert import PreferenceModel, append_mask
 
 
 class Scorer(Protocol):
@@ -33,10 +33,11 @@ class Scorer(Protocol):
 
 
 class ModelScorer:
-    """A :class:`core.model.PreferenceModel` (bidirectional, or causal for SASRec) as a scorer.
+    """A :class:`core.models.bert.PreferenceModel` (bidirectional, or causal for SASRec) as a
+    scorer.
 
     The bidirectional model reads the last ``max_len - 1`` items followed by the mask
-    token (as :mod:`core.recommend` does); a causal one reads the last ``max_len - 1``
+    token (as :mod:`core.serving.recommend` does); a causal one reads the last ``max_len - 1``
     items and predicts from the last position.
     """
 

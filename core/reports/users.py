@@ -1,6 +1,6 @@
 """The report's model-dependent sections: the interests map and a few example users.
 
-Part of :mod:`core.report` (see its docstring). Reads the interest vectors cached in
+Part of :mod:`core.reports.page` (see its docstring). Reads the interest vectors cached in
 the database and ranks a handful of histories; never trains or evaluates.
 """
 
@@ -10,12 +10,20 @@ from typing import Any
 
 import pandas as pd
 
-from core import charts, interests
-from core import report_html as H
-from core.recommend import ModelData, because_of, explain, item_index, most_popular, recommend
-from core.report_html import ReportError, no_categories
+from core.common.tables import join_categories, text_or_empty, with_main_category
+from core.reports import charts
+from core.reports import markup as H
+from core.reports.markup import ReportError, no_categories
+from core.serving import interests
+from core.serving.recommend import (
+    ModelData,
+    because_of,
+    explain,
+    item_index,
+    most_popular,
+    recommend,
+)
 from core.store import DatasetInfo, Store
-from core.tables import join_categories, text_or_empty, with_main_category
 
 EXAMPLE_USERS = 5  # example users by default: the first of each segment, at most this many
 SEGMENTS = 8  # k-means segments, as the Interests page's default
@@ -250,7 +258,7 @@ def ranked_with_reasons(
     data: ModelData, history: list[str]
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """The model's top-10 for a history (seen items hidden) and each item's occlusion
-    explanation (:func:`core.recommend.explain`), as the Recommendations page ranks them."""
+    explanation (:func:`core.serving.recommend.explain`), as the Recommendations page ranks them."""
     top = recommend(data.saved, history, TOP_K, True, catalog=data.catalog)
     reasons = explain(data.saved, history, list(top["item_id"])) if len(top) else {}
     return top, reasons
@@ -258,7 +266,7 @@ def ranked_with_reasons(
 
 def _label(data: ModelData, index: dict[str, int], item: str) -> str:
     """The item as "Title (id)", or its id alone when it has no title; ``index`` is
-    :func:`core.recommend.item_index` of the model."""
+    :func:`core.serving.recommend.item_index` of the model."""
     number = index.get(item)
     title = data.catalog.titles[number] if number is not None else ""
     return f"{title} ({item})" if title else str(item)

@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.recommend import (
+from core.data.sequences import Sequences
+from core.serving.recommend import (
     ModelData,
     ProgressFn,
     batched_states,
@@ -42,7 +43,6 @@ from core.recommend import (
     head_states,
     logits_from_states,
 )
-from core.sequences import Sequences
 from core.store import Store, StoreError
 
 KIND = "interest"

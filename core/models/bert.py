@@ -8,7 +8,7 @@ head scores every item by a dot product with the same (tied) item embeddings plu
 a per-item bias; the preference score shown to users is the softmax over items.
 
 Optional transition memory (attached after training, see
-:func:`core.train.fit_transitions`): how often each item followed each other item in
+:func:`core.training.loop.fit_transitions`): how often each item followed each other item in
 the training histories. The next-item distribution then becomes the posterior mean of
 a Dirichlet whose prior is the Transformer's own prediction::
 
@@ -19,7 +19,7 @@ ranking unchanged; a frequent one lets what really followed it speak. Interest v
 (the Transformer's states) are not affected.
 
 Optional item text: a frozen matrix of pretrained text vectors (see
-:mod:`core.text`) passes through a learned projection and is added to each item's
+:mod:`core.models.text`) passes through a learned projection and is added to each item's
 id embedding, so an item never seen in training still gets a meaningful
 embedding from its text (cold start).
 """

@@ -2,7 +2,7 @@
 
 Pages only place these figures; tests check them without a browser. Every chart
 labels its axes (with units) and says what it counts. Text that came from data (ids,
-titles, categories, event types) is escaped for Plotly here (:func:`core.escape.plotly`),
+titles, categories, event types) is escaped for Plotly here (:func:`core.common.escape.plotly`),
 so a title holding ``<a href>`` shows as written instead of as a link.
 """
 
@@ -13,8 +13,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from core.escape import plotly as plotly_text
-from core.escape import plotly_values
+from core.common.escape import plotly as plotly_text
+from core.common.escape import plotly_values
 
 ACCENT = "#4C6EF5"
 _LAYOUT = dict(

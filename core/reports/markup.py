@@ -1,4 +1,4 @@
-"""HTML building blocks of the shareable report (:mod:`core.report`).
+"""HTML building blocks of the shareable report (:mod:`core.reports.page`).
 
 Everything that turns values into markup lives here, so one rule holds everywhere:
 every string that came from data (ids, titles, categories, file names, dataset and

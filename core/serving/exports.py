@@ -4,7 +4,7 @@ The web page starts an :class:`ExportJob` instead of ranking every user inside a
 run: the page stays responsive, shows the progress, and offers the finished file as a
 download that is read from disk only when clicked. Files live under ``exports/``
 beside the database; a job's file is deleted when the job is replaced or its session
-ends, and leftovers are swept at start-up (:func:`core.uploads.sweep`).
+ends, and leftovers are swept at start-up (:func:`core.data.uploads.sweep`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from core.recommend import ModelData, export_top_k
+from core.serving.recommend import ModelData, export_top_k
 
 log = logging.getLogger("reclens.exports")
 
@@ -33,7 +33,7 @@ class ExportJob:
         key: what was asked for (the page compares it with its current settings).
         path: the file being written.
         fraction, message: the latest progress.
-        result: :func:`core.recommend.export_top_k`'s summary once done.
+        result: :func:`core.serving.recommend.export_top_k`'s summary once done.
         error: a message when it failed.
     """
 

@@ -4,9 +4,9 @@ The protocol (shared by the app, the CLI, the tests and the benchmarks):
 
 * **Splits.** Leave-one-out (default): per user the last item is the test target;
   the one before it is the validation target of a fixed sample of users (all of them
-  up to 2,000; :func:`core.splits.validation_users`) and training data for the rest;
+  up to 2,000; :func:`core.data.splits.validation_users`) and training data for the rest;
   everything earlier is what every model may learn from (exactly
-  :func:`core.splits.leave_one_out`'s training part). Users with fewer than 3 events
+  :func:`core.data.splits.leave_one_out`'s training part). Users with fewer than 3 events
   are not evaluated (their last item is training data). Global
   temporal split: everything before a cut-off time is training data, and each user
   with events on both sides is tested on their first item after it.
@@ -46,12 +46,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.baselines import EASE_MAX_ITEMS, fit_baselines, sasrec_config
-from core.jobs import dataset_sequences, model_dataset, resolve_model
-from core.scoring import ModelScorer, Scorer
-from core.sequences import Sequences
-from core.splits import EvalSplit, event_times, make_split
+from core.data.sequences import Sequences
+from core.data.splits import EvalSplit, event_times, make_split
+from core.evaluation.baselines import EASE_MAX_ITEMS, fit_baselines, sasrec_config
+from core.models.scoring import ModelScorer, Scorer
 from core.store import ProgressFn
+from core.training.runs import dataset_sequences, model_dataset, resolve_model
 
 KS: tuple[int, ...] = (1, 5, 10, 20, 50)
 RANK_METRICS = ("hr", "ndcg", "recall", "precision")
@@ -1006,7 +1006,7 @@ def model_curves(path: str) -> tuple[list[dict], float | None]:
     """A saved model's training curves from one read of its ``training.json``.
 
     Returns:
-        The per-epoch history in the shape of :func:`core.charts.training_curves`'
+        The per-epoch history in the shape of :func:`core.reports.charts.training_curves`'
         records (empty when unreadable), and the validation NDCG@10 with its
         transition memory (None when it has none or the file is unreadable).
     """

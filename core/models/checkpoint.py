@@ -2,7 +2,7 @@
 
 A model directory holds:
 
-* ``config.json``: the model shape (:class:`core.model.ModelConfig`) and a format tag;
+* ``config.json``: the model shape (:class:`core.models.bert.ModelConfig`) and a format tag;
 * ``model.safetensors``: the weights (the text vectors included when used);
 * ``items.json``: the item vocabulary (index -> item id);
 * ``training.json``: the training settings, the validation history, the dataset
@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from core.model import ModelConfig, PreferenceModel
+from core.models.bert import ModelConfig, PreferenceModel
 
 FORMAT = "reclens-bert-preference/1"
 FILES = ("config.json", "model.safetensors", "items.json", "training.json")
@@ -75,7 +75,7 @@ def save_model(
     Args:
         folder: the target directory (replaced if it exists).
         model: the trained model.
-        item_ids: index -> item id, as in :class:`core.sequences.Sequences`.
+        item_ids: index -> item id, as in :class:`core.data.sequences.Sequences`.
         training: settings, history, dataset name/fingerprint and metrics (JSON-able).
     """
     folder = Path(folder)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.sequences import Sequences
+from core.data.sequences import Sequences
 
 # --------------------------------------------------------------------------- training
 
@@ -94,7 +94,7 @@ class EvalSplit:
         kind (str): ``loo`` or ``time``.
         fit (Sequences): each user's training events (a prefix of their history);
             every baseline fits on exactly this.
-        train_input (Sequences): what to hand to :func:`core.train.train` (which holds
+        train_input (Sequences): what to hand to :func:`core.training.loop.train` (which holds
             out the test and validation items itself) so that it learns from ``fit``
             at most: the full histories for leave-one-out, ``fit`` for the time split.
         inputs (Sequences): each user's input history at test time (everything before
@@ -204,7 +204,7 @@ def make_split(seqs: Sequences, kind: str = "loo", times: np.ndarray | None = No
 
 
 def event_times(store, dataset: str) -> np.ndarray | None:
-    """Unix time of every event, aligned with :func:`core.jobs.dataset_sequences`'s items;
+    """Unix time of every event, aligned with :func:`core.training.runs.dataset_sequences`'s items;
     None when the dataset has no timestamps."""
     info = store.get_dataset(dataset)
     if not info.has_time:

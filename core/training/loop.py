@@ -2,7 +2,7 @@
 
 Protocol (shared with evaluation): per user, the last item is the test target and
 is never seen here. The second-to-last item is the validation target of a fixed
-sample of users (every user on small datasets; see :func:`core.splits.validation_users`) and
+sample of users (every user on small datasets; see :func:`core.data.splits.validation_users`) and
 training data for everyone else; the rest is training data. Training samples are
 windows of each training history; in each batch a fraction of positions is
 replaced by the mask token (cloze), and some samples have only their final item
@@ -42,11 +42,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from core.checkpoint import replace_folder, restore_interrupted
-from core.model import ATTENTIONS, ModelConfig, PreferenceModel, append_mask, fuse_log_probs
-from core.sequences import Sequences
-from core.splits import leave_one_out
-from core.text import native_bfloat16, usable_cpus
+from core.data.sequences import Sequences
+from core.data.splits import leave_one_out
+from core.models.bert import ATTENTIONS, ModelConfig, PreferenceModel, append_mask, fuse_log_probs
+from core.models.checkpoint import replace_folder, restore_interrupted
+from core.models.text import native_bfloat16, usable_cpus
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -120,7 +120,7 @@ class TrainConfig:
         preset (str): ``fast``, ``balanced`` or ``quality``.
         epochs (int): passes over the training windows (early stopping may end sooner).
         max_len (int): window length; longer histories give several windows.
-        hidden, layers, heads, dropout: model shape (see :class:`core.model.ModelConfig`).
+        hidden, layers, heads, dropout: model shape (see :class:`core.models.bert.ModelConfig`).
         batch (int): windows per step.
         lr (float): peak learning rate of AdamW (linear warmup, then cosine decay).
         weight_decay (float): AdamW weight decay.
@@ -135,7 +135,7 @@ class TrainConfig:
             position sees every other) or ``prefix`` (an item sees the items before it,
             a mask token every item before it; each step asks for every item of each
             window from the items before it in one pass; see
-            :meth:`core.model.PreferenceModel.encode_every_prefix`).
+            :meth:`core.models.bert.PreferenceModel.encode_every_prefix`).
         item_targets (bool): with ``prefix`` attention, each item's own state is also
             trained to name the next item (as a causal model's is), from the same pass.
         loss (str): ``auto`` (full softmax unless the catalogue exceeds
@@ -149,7 +149,7 @@ class TrainConfig:
             learning-rate schedule then follows the time or the steps, whichever runs
             out first, so a run cut short by its budget still ends annealed.
         device (str): ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-        text_encoder (str): ``auto``, ``none`` or a model folder (see :mod:`core.text`).
+        text_encoder (str): ``auto``, ``none`` or a model folder (see :mod:`core.models.text`).
         eval_batch (int): users per validation batch.
         min_steps_per_epoch (int): small datasets repeat their windows (each copy masked
             afresh) so that an epoch has at least this many steps between validations.
@@ -158,7 +158,7 @@ class TrainConfig:
             (``TYPE_DROPOUT``) of windows none at all, so the model also works when
             types are unknown.
         causal (bool): train a left-to-right model instead (SASRec-style, the baseline of
-            :mod:`core.baselines`): every position predicts the next item, no masking.
+            :mod:`core.evaluation.baselines`): every position predicts the next item, no masking.
         precision (str): ``auto`` (bfloat16 mixed precision on CUDA, and on a CPU that
             computes bfloat16 products natively, AVX512-BF16 or AMX-BF16; float32
             elsewhere), ``float32`` or ``bfloat16``. Training steps only: the weights,
@@ -168,7 +168,7 @@ class TrainConfig:
             of each other in the training histories (:func:`pmi_item_vectors`).
         transitions (bool): after training, try a transition memory (how often each item
             followed each other one in the training histories, with the Transformer's
-            prediction as the prior; see :mod:`core.model`) and keep it when it raises
+            prediction as the prior; see :mod:`core.models.bert`) and keep it when it raises
             validation NDCG@10 (:func:`fit_transitions`). Never for a causal model.
     """
 
@@ -446,7 +446,7 @@ def rank_targets(
     """0-based rank of each target among all items (full ranking), by the Transformer.
 
     A transition memory, if the model has one, is not applied here (training
-    validates the Transformer alone; :mod:`core.evaluate` ranks with the memory).
+    validates the Transformer alone; :mod:`core.evaluation.runner` ranks with the memory).
 
     Args:
         histories: (n, max_len) left-padded histories (the inputs; the mask token is
@@ -627,7 +627,7 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: di
 
 def pick_device(spec: str = "auto", threads: int | None = None) -> torch.device:
     """CUDA when asked for or available (``auto``), else the CPU with every core this
-    process may use (:func:`core.text.usable_cpus`), or ``threads`` of them."""
+    process may use (:func:`core.models.text.usable_cpus`), or ``threads`` of them."""
     if spec not in ("auto", "cpu", "cuda"):
         raise ValueError(f"unknown device {spec!r}: choose auto, cpu or cuda")
     if spec == "cuda" or (spec == "auto" and torch.cuda.is_available()):
@@ -747,7 +747,7 @@ def train(
     """Train a :class:`PreferenceModel` on ``seqs`` (leave-one-out split inside).
 
     Args:
-        seqs: every user's full history (see :mod:`core.sequences`).
+        seqs: every user's full history (see :mod:`core.data.sequences`).
         config: the run's settings.
         run_dir: folder for the per-epoch checkpoint (``checkpoint/``); None = no
             checkpoints (and no resume).

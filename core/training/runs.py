@@ -10,8 +10,8 @@ never opens the database. It reports progress by appending JSON lines to
 ``result.json``; the app then registers the model (:func:`collect_run`).
 
 A run with ``nproc`` > 1 starts its worker under ``torchrun`` (data-parallel, see
-:mod:`core.train`); rank 0 writes the progress, checkpoints and the model. For
-several machines, start ``torchrun --nnodes ... -m core.jobs RUN_DIR`` on each
+:mod:`core.training.loop`); rank 0 writes the progress, checkpoints and the model. For
+several machines, start ``torchrun --nnodes ... -m core.training.runs RUN_DIR`` on each
 one over a shared run folder.
 
 Workers run with ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads that spin while
@@ -36,7 +36,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.checkpoint import (
+from core.data.demo import load_demo
+from core.data.sequences import Sequences, load_sequences
+from core.data.splits import validation_users
+from core.models.checkpoint import (
     CheckpointError,
     SavedModel,
     check_replaceable,
@@ -45,12 +48,9 @@ from core.checkpoint import (
     save_model,
     stale_warning,
 )
-from core.demo import load_demo
-from core.sequences import Sequences, load_sequences
-from core.splits import validation_users
+from core.models.text import item_text_vectors
 from core.store import DatasetInfo, ModelInfo, Store, StoreError, validate_dataset_name
-from core.text import item_text_vectors
-from core.train import (
+from core.training.loop import (
     ProgressCallback,
     StopTraining,
     TrainConfig,
@@ -552,7 +552,7 @@ def worker_command(folder: Path, resume: bool = False, nproc: int = 1) -> list[s
     launcher = [sys.executable]
     if nproc > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    return launcher + ["-m", "core.jobs", str(folder)] + (["--resume"] if resume else [])
+    return launcher + ["-m", "core.training.runs", str(folder)] + (["--resume"] if resume else [])
 
 
 def worker_env() -> dict[str, str]:
@@ -685,7 +685,7 @@ def collect_run(store: Store, status: RunStatus) -> ModelInfo | None:
 
 
 def _worker(folder: Path, resume: bool) -> int:
-    """The body of a background run (``python -m core.jobs RUN_DIR``)."""
+    """The body of a background run (``python -m core.training.runs RUN_DIR``)."""
     job = json.loads((folder / "job.json").read_text())
     data = np.load(folder / "sequences.npz", allow_pickle=False)
     seqs = Sequences(

@@ -1,0 +1,1 @@
+"""The ground floor: helpers every layer may use (escaping text from data, small frame helpers)."""

@@ -1,0 +1,1 @@
+"""Reports: Plotly figures (shared with the app) and the self-contained HTML report."""

@@ -1,0 +1,1 @@
+"""Serving: recommendations with their reasons, interest vectors, and exports."""
