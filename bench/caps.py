@@ -6,7 +6,7 @@ file within them.
 Writes, in a temporary folder: a gzip "bomb" of ``user,item`` rows that expands past
 the 200-million-line cap (about 6 MB on disk, 6.3 GB expanded), a Parquet file of
 300 million rows (under a megabyte: one repeated row), and a plain CSV of ``--lines``
-rows within the caps. Times :func:`core.data.ingest.detect_source` (the pass that runs
+rows within the caps. Times :func:`core.data.sources.detect_source` (the pass that runs
 before DuckDB reads anything) on each at the default caps, and for the plain file
 also DuckDB's own full read (``SELECT count(*) FROM read_csv``) for scale. Prints
 one JSON object on stdout; progress goes to stderr.
@@ -25,7 +25,8 @@ import common  # noqa: F401 - puts the repository root on sys.path
 import duckdb
 import numpy as np
 
-from core.data.ingest import IngestError, Limits, detect_source
+from core.data.mapping import IngestError
+from core.data.sources import Limits, detect_source
 
 
 def _timed(fn) -> tuple[float, str]:
@@ -83,7 +84,7 @@ def main() -> None:
             out["plain_csv"]["check_s"] / out["plain_csv"]["duckdb_read_s"], 3
         )
     out["machine"] = common.machine()
-    out["code"] = common.code_state(["core/data/ingest.py"])
+    out["code"] = common.code_state(["core/data/sources.py"])
     print(json.dumps(out, indent=2))
 
 

@@ -89,7 +89,8 @@ def code_state(files: Sequence[str]) -> dict:
 def ingest_movielens(store, folder: str | Path):
     """Load MovieLens ml-latest-small (``ratings.csv`` + ``movies.csv`` in ``folder``) into
     ``store`` as dataset ``movielens``, every rating an event; returns the IngestResult."""
-    from core.data.ingest import EventMapping, ItemMapping, ingest
+    from core.data.ingest import ingest
+    from core.data.mapping import EventMapping, ItemMapping
 
     folder = Path(folder)
     return ingest(
@@ -105,7 +106,9 @@ def ingest_movielens(store, folder: str | Path):
 def ingest_beauty(store, path: str | Path):
     """Load Amazon Beauty's ``beauty.txt`` (``user item``, space-delimited, no header,
     file order = time) into ``store`` as dataset ``beauty``; returns the IngestResult."""
-    from core.data.ingest import EventMapping, ReadOptions, ingest
+    from core.data.ingest import ingest
+    from core.data.mapping import EventMapping
+    from core.data.sources import ReadOptions
 
     return ingest(
         store,

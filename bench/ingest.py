@@ -59,7 +59,13 @@ CHUNK = 1_000_000
 MEASURED_CODE = (
     "core/store/",
     "core/data/ingest.py",
+    "core/data/sources.py",
+    "core/data/inspection.py",
+    "core/data/mapping.py",
+    "core/data/loading.py",
     "core/data/suggest.py",
+    "core/data/column_names.py",
+    "core/data/column_profiles.py",
     "core/data/sequences.py",
 )
 

@@ -217,15 +217,10 @@ def _cmd_demo(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_ingest(store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    from core.data.ingest import (
-        Cleaning,
-        ReadOptions,
-        ingest,
-        inspect,
-        refuse_single_column,
-        suggest,
-        unsure_message,
-    )
+    from core.data.ingest import ingest, refuse_single_column, suggest, unsure_message
+    from core.data.inspection import inspect
+    from core.data.mapping import Cleaning
+    from core.data.sources import ReadOptions
 
     read = ReadOptions(
         delimiter=_unescape(args.sep),
@@ -303,7 +298,7 @@ def _merge(suggested: dict[str, Any], given: dict[str, Any], resolve) -> dict[st
 
 def _complete_mapping(inspection, found, args, roles):
     """The event mapping: the roles named on the command line, the rest suggested."""
-    from core.data.ingest import EventMapping
+    from core.data.mapping import EventMapping
 
     given = {r: c for r, c in roles.items() if c}
     suggested = {r: found.column(r) for r in roles}
@@ -320,7 +315,7 @@ def _complete_mapping(inspection, found, args, roles):
 
 def _log_item_mapping(args):
     """Item details named on the command line, read from the behaviour log itself."""
-    from core.data.ingest import ItemMapping
+    from core.data.mapping import ItemMapping
 
     return ItemMapping(
         title=args.title_col,
@@ -332,7 +327,9 @@ def _log_item_mapping(args):
 
 def _complete_item_mapping(store, args):
     """The item-file mapping: the columns named on the command line, the rest suggested."""
-    from core.data.ingest import ItemMapping, inspect, suggest_item_mapping
+    from core.data.ingest import suggest_item_mapping
+    from core.data.inspection import inspect
+    from core.data.mapping import ItemMapping
 
     inspection = inspect(store, args.items)
     suggested = suggest_item_mapping(inspection)
@@ -781,7 +778,7 @@ def _loaded_errors() -> tuple[type[Exception], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    from core.data.ingest import IngestError
+    from core.data.mapping import IngestError
 
     try:
         args = _parser().parse_args(argv)

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data.ingest import EventMapping, IngestResult, ItemMapping, ingest
+from core.data.ingest import ingest
+from core.data.loading import IngestResult
+from core.data.mapping import EventMapping, ItemMapping
 from core.store import Store
 from core.training.loop import TrainConfig
 from core.training.runs import train_dataset

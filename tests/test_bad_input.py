@@ -24,7 +24,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 from test_cli import assert_user_error
 
-from core.data.ingest import IngestError, ItemMapping, ingest
+from core.data.ingest import ingest
+from core.data.mapping import IngestError, ItemMapping
 from core.store import Store, open_store, slugify
 
 ROOT = Path(__file__).resolve().parents[1]

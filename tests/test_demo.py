@@ -6,13 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.data.demo import (
-    CATEGORIES,
-    N_SUCCESSORS,
-    DemoData,
-    generate_demo,
-    planted_successors,
-)
+from core.data.demo import DemoData, generate_demo
+from core.data.demo_catalog import CATEGORIES, N_SUCCESSORS, planted_successors
 
 SMALL_USERS = 400
 

@@ -13,18 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.data.ingest import (
-    Cleaning,
-    EventMapping,
-    IngestError,
-    ItemMapping,
-    ReadOptions,
-    _refuse_very_wide_lines,
-    ingest,
-    inspect,
-    suggest_item_mapping,
-    suggest_mapping,
-)
+from core.data.ingest import ingest, suggest_item_mapping, suggest_mapping
+from core.data.inspection import inspect
+from core.data.mapping import Cleaning, EventMapping, IngestError, ItemMapping
+from core.data.sources import ReadOptions, _refuse_very_wide_lines
 from core.store import Store
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

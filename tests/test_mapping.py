@@ -17,7 +17,9 @@ from streamlit.testing.v1 import AppTest
 from test_cli import assert_user_error, cli, ok_json
 from test_ingest import histories, items_of
 
-from core.data.ingest import IngestError, ItemMapping, ingest, inspect, suggest, suggest_mapping
+from core.data.ingest import ingest, suggest, suggest_mapping
+from core.data.inspection import inspect
+from core.data.mapping import IngestError, ItemMapping
 from core.store import Store, open_store
 
 COUNTRIES = ["United Kingdom", "France", "Germany", "EIRE", "Spain"]
@@ -246,7 +248,7 @@ def test_item_details_from_the_log_take_the_most_frequent_value(store: Store, wr
 
 
 def test_item_details_of_items_cleaned_away_are_not_kept(store: Store, write) -> None:
-    from core.data.ingest import Cleaning
+    from core.data.mapping import Cleaning
 
     path = write("log.csv", "user,item,title\nu1,a,A\nu2,a,A\nu3,b,B\n")
     ingest(

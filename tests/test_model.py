@@ -15,7 +15,8 @@ from _helpers import TINY
 
 from core.cli import main
 from core.data.demo import generate_demo, load_demo
-from core.data.ingest import EventMapping, ItemMapping, ingest
+from core.data.ingest import ingest
+from core.data.mapping import EventMapping, ItemMapping
 from core.data.sequences import load_sequences
 from core.data.splits import leave_one_out
 from core.models.bert import ModelConfig, PreferenceModel, append_mask

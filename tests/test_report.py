@@ -18,7 +18,8 @@ from shapes import MARKUP, copy_of_shape
 from test_cli import assert_user_error, cli
 
 from core.cli import main
-from core.data.ingest import EventMapping, ingest
+from core.data.ingest import ingest
+from core.data.mapping import EventMapping
 from core.evaluation import runner as E
 from core.reports import charts
 from core.reports.page import (

@@ -16,7 +16,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from core.data.ingest import EventMapping, IngestError, ItemMapping, ingest
+from core.data.ingest import ingest
+from core.data.mapping import EventMapping, IngestError, ItemMapping
 from core.store import Store, StoreError, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -316,7 +317,7 @@ def _parquet(path: Path, rows: int, users: int = 0) -> Path:
 def test_a_gzip_bomb_and_a_huge_parquet_are_refused_before_reading(
     store: Store, tmp_path: Path, monkeypatch
 ) -> None:
-    from core.data.ingest import Limits
+    from core.data.sources import Limits
 
     before = store.table_fingerprints()
     bomb = _gzip_bomb(tmp_path / "bomb.csv.gz", 200 * 10**6)

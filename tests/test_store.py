@@ -10,7 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from core.data.ingest import IngestError, ItemMapping, ingest
+from core.data.ingest import ingest
+from core.data.mapping import IngestError, ItemMapping
 from core.store import (
     SCHEMA_VERSION,
     DatabaseLockedError,

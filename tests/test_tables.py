@@ -77,7 +77,8 @@ def test_main_category_of_an_events_frame() -> None:
 def test_main_category_of_a_real_user_events_frame(store, write) -> None:
     """A store query of a dataset whose items have titles but no categories gives
     ``pd.NA`` (pandas 3) for the missing lists: the crash the Interests page had."""
-    from core.data.ingest import ItemMapping, ingest
+    from core.data.ingest import ingest
+    from core.data.mapping import ItemMapping
 
     events = write("e.csv", "user,item\nu1,a\nu1,b\nu1,c\n")
     items = write("i.csv", "item,title\na,Apple\nb,Banana\n")

@@ -4,6 +4,9 @@
 title, tags, a short description and a fixed price) and a log of views, carts
 and purchases by a few thousand users. Everything comes from one seeded
 `numpy.random.Generator`, so the same arguments always give identical frames.
+The shop itself (the categories' vocabulary, read from ``demo_vocabulary.json``,
+and the items drawn from it) is built by :mod:`core.data.demo_catalog`; this
+module draws the behaviour log over it.
 
 What is planted, and why, so that every part of the app has something to find:
 
@@ -16,10 +19,10 @@ What is planted, and why, so that every part of the app has something to find:
   should follow and a static user profile should miss.
 * Item chains. Within a category, items in item-id order form a cycle; the
   planted successors of an item are the next ``N_SUCCESSORS`` items of that
-  cycle (see `planted_successors`). When a user returns to a category, the
-  next item follows the chain from the user's previous item there with
-  probability ``P_FOLLOW``; otherwise it is drawn by popularity. This is the
-  signal that lets a sequence model beat popularity.
+  cycle (see `core.data.demo_catalog.planted_successors`). When a user
+  returns to a category, the next item follows the chain from the user's
+  previous item there with probability ``P_FOLLOW``; otherwise it is drawn by
+  popularity. This is the signal that lets a sequence model beat popularity.
 * Zipf popularity inside each category (over a random order of its items),
   so popularity is a real but weaker baseline.
 * A purchase funnel. Each step is a view, optionally followed by a cart and a
@@ -44,260 +47,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data.ingest import EventMapping, IngestResult, ItemMapping, ingest
+from core.data.demo_catalog import (
+    CATEGORIES,
+    MIN_ITEMS_PER_CATEGORY,
+    N_SUCCESSORS,
+    SPECS,
+    Catalog,
+    CategorySpec,
+    build_catalog,
+    format_ids,
+)
+from core.data.ingest import ingest
+from core.data.loading import IngestResult
+from core.data.mapping import EventMapping, ItemMapping
 from core.store import ProgressFn, Store
 
 __all__ = [
-    "CATEGORIES",
-    "N_SUCCESSORS",
     "DemoData",
     "generate_demo",
     "load_demo",
-    "planted_successors",
 ]
-
-
-@dataclass(frozen=True)
-class _CategorySpec:
-    """Vocabulary and price range of one category.
-
-    Attributes:
-        name: Category name, the item's main category.
-        price_range: Lowest and highest price, drawn log-uniformly between.
-        brands: Comma-separated brands or adjectives that start a title.
-        lines: Sub-tag mapped to the comma-separated nouns that end a title.
-        uses: Comma-separated phrases completing "<noun> for <use> and <use>."
-        details: Sentences, one of which may follow in a description.
-    """
-
-    name: str
-    price_range: tuple[float, float]
-    brands: str
-    lines: dict[str, str]
-    uses: str
-    details: tuple[str, ...]
-
-
-_SPECS: tuple[_CategorySpec, ...] = (
-    _CategorySpec(
-        name="Running",
-        price_range=(15.0, 220.0),
-        brands="Trailblazer, Stride, Velocity, Summit, Tempo, Pacer, Apex, Swift, Horizon, Kinetic",
-        lines={
-            "Footwear": "Running Shoe, Trail Shoe, Racing Flat, Recovery Sandal",
-            "Apparel": "Running Jacket, Compression Tights, Running Shorts, Moisture-Wicking Tee",
-            "Gear": "GPS Watch, Hydration Vest, Running Belt, Reflective Armband",
-        },
-        uses="tempo runs, marathon training, trail running, easy recovery jogs, interval sessions, race day",
-        details=(
-            "Breathable and lightweight for long distances.",
-            "Built to keep your pace steady mile after mile.",
-            "Reflective details for running after dark.",
-            "Cushioned and responsive on road and trail.",
-            "Tested by marathon runners and weekend joggers.",
-        ),
-    ),
-    _CategorySpec(
-        name="Coffee",
-        price_range=(8.0, 180.0),
-        brands="Bluebird, Morning Ritual, Highland, Crema, Roastery, Ember, Arabica House, Daybreak, Copper, Barista's",
-        lines={
-            "Beans": "Whole Bean Roast, Espresso Blend, Single-Origin Beans, Decaf Beans",
-            "Brewing": "Pour-Over Dripper, French Press, Gooseneck Kettle, Cold Brew Maker",
-            "Accessories": "Burr Grinder, Coffee Scale, Milk Frother, Travel Mug",
-        },
-        uses="espresso shots, slow pour-over mornings, cold brew, latte art, fresh ground coffee, home baristas",
-        details=(
-            "Notes of chocolate, citrus and caramel.",
-            "Freshly roasted arabica from small farms.",
-            "Brews a rich, balanced cup every time.",
-            "Grind, brew and sip like a cafe barista.",
-            "Medium roast with a smooth crema.",
-        ),
-    ),
-    _CategorySpec(
-        name="Sci-Fi Books",
-        price_range=(7.0, 35.0),
-        brands="Galactic, Quantum, Starlit, Dark Matter, Red Planet, Hyperspace, Android, Orbital, Void, Solar Wind",
-        lines={
-            "Space Opera": "Space Opera Novel, Star Empire Saga, Fleet Chronicle, First Contact Novel",
-            "Cyberpunk": "Cyberpunk Thriller, Neon City Novella, Hacker Mystery, AI Uprising Novel",
-            "Classics": "Short Story Anthology, Time Travel Classic, Robot Stories Collection, Dystopia Classic",
-        },
-        uses="long flights, rainy weekends, space opera fans, book club discussions, late-night reading, hard science lovers",
-        details=(
-            "A sweeping story of starships, empires and first contact.",
-            "Award-winning science fiction with a twist ending.",
-            "Explores artificial intelligence, time travel and the far future.",
-            "Paperback edition with a new foreword.",
-            "Hard science fiction grounded in real physics.",
-        ),
-    ),
-    _CategorySpec(
-        name="Board Games",
-        price_range=(12.0, 90.0),
-        brands="Meeple, Dice Tower, Castle, Kingdom, Tabletop, Dragon's, Harbor, Lantern, Clockwork, Wildwood",
-        lines={
-            "Strategy": "Strategy Game, Worker Placement Game, Deck-Building Game, Area Control Game",
-            "Party": "Party Game, Word Game, Trivia Game, Bluffing Game",
-            "Family": "Co-op Adventure, Family Card Game, Dice Game, Puzzle Game",
-        },
-        uses="game night, family evenings, two to four players, strategy fans, parties with friends, quick rounds",
-        details=(
-            "Includes wooden meeples, dice and a fold-out board.",
-            "Easy to learn, with deep strategy for repeat plays.",
-            "A tabletop game that plays in about 45 minutes.",
-            "Cooperative play where everyone wins or loses together.",
-            "An award-winning tabletop design.",
-        ),
-    ),
-    _CategorySpec(
-        name="Skincare",
-        price_range=(6.0, 75.0),
-        brands="Glow, Dew, Pure Botanica, Velvet, Aloe, Luminous, Calm, Hydra, Petal, Clear",
-        lines={
-            "Cleansing": "Foaming Cleanser, Micellar Water, Exfoliating Toner, Clay Mask",
-            "Treatment": "Vitamin C Serum, Retinol Night Cream, Hyaluronic Serum, Eye Cream",
-            "Protection": "Daily Moisturizer, SPF 50 Sunscreen, Lip Balm, Hand Cream",
-        },
-        uses="dry skin, sensitive skin, a morning skincare routine, a nightly routine, deep hydration, an even skin tone",
-        details=(
-            "Fragrance-free, dermatologist-tested formula.",
-            "With hyaluronic acid and niacinamide.",
-            "Lightweight texture that absorbs quickly into the skin.",
-            "Gentle enough for daily use on the face.",
-            "Vegan and cruelty-free skincare.",
-        ),
-    ),
-    _CategorySpec(
-        name="Camping",
-        price_range=(12.0, 450.0),
-        brands="Basecamp, Ridgeline, Wildland, Timberline, Northstar, Alpine, Canyon, Evergreen, Backcountry, Firefly",
-        lines={
-            "Shelter": "Two-Person Tent, Sleeping Bag, Sleeping Pad, Camping Hammock",
-            "Camp Kitchen": "Camp Stove, Cookware Set, Water Filter, Insulated Bottle",
-            "Trail Gear": "Headlamp, Trekking Poles, Hiking Backpack, Camp Lantern",
-        },
-        uses="backpacking trips, car camping, overnight hikes, cold nights outdoors, festival weekends, wilderness treks",
-        details=(
-            "Packs down small and weighs under a kilo.",
-            "Waterproof and built for all weather at the campsite.",
-            "Sets up in minutes after a long hike.",
-            "Durable ripstop fabric for rugged trails.",
-            "A favourite of thru-hikers and weekend campers.",
-        ),
-    ),
-    _CategorySpec(
-        name="Home Audio",
-        price_range=(25.0, 900.0),
-        brands="Sonic, Resonance, Echo, Studio, Acoustic, Bassline, Harmony, Crystal, Vinyl, Arcadia",
-        lines={
-            "Speakers": "Bookshelf Speaker, Soundbar, Subwoofer, Bluetooth Speaker",
-            "Headphones": "Over-Ear Headphones, Noise-Cancelling Earbuds, Studio Headphones, Wireless Earbuds",
-            "Hi-Fi": "Turntable, Stereo Amplifier, Streaming DAC, Speaker Cable",
-        },
-        uses="movie nights, vinyl listening, home studios, streaming music, small apartments, deep bass",
-        details=(
-            "Delivers clear highs and deep, punchy bass.",
-            "Connects over Bluetooth, Wi-Fi and optical audio.",
-            "Hi-fi sound tuned by audio engineers.",
-            "Active noise cancelling with a 30-hour battery.",
-            "Room-filling stereo sound.",
-        ),
-    ),
-    _CategorySpec(
-        name="Baking",
-        price_range=(4.0, 120.0),
-        brands="Golden Crust, Sugarloaf, Flour Mill, Sweet Oven, Rolling Pin, Hearth, Baker's, Honeycomb, Buttercup, Crumb",
-        lines={
-            "Bakeware": "Cake Pan, Loaf Tin, Muffin Tray, Baking Sheet",
-            "Tools": "Hand Mixer, Silicone Spatula, Pastry Brush, Piping Set",
-            "Ingredients": "Bread Flour, Sourdough Starter, Vanilla Extract, Cocoa Powder",
-        },
-        uses="sourdough bread, birthday cakes, weekend baking, holiday cookies, flaky pastry, beginner bakers",
-        details=(
-            "Non-stick surface for easy release from the oven.",
-            "Perfect for bread, cakes and pastries.",
-            "Oven-safe and dishwasher-safe bakeware.",
-            "Bake like a pastry chef at home.",
-            "Even heat for a golden crust.",
-        ),
-    ),
-    _CategorySpec(
-        name="Yoga",
-        price_range=(8.0, 140.0),
-        brands="Lotus, Zen, Prana, Serene, Sun Salutation, Balance, Flow State, Mindful, Shanti, Still Water",
-        lines={
-            "Mats & Props": "Yoga Mat, Travel Mat, Cork Yoga Block, Yoga Strap",
-            "Apparel": "Yoga Leggings, Sports Bra, Yoga Top, Wrap Cardigan",
-            "Meditation": "Meditation Cushion, Yoga Bolster, Singing Bowl, Aromatherapy Oil",
-        },
-        uses="vinyasa flow, hot yoga, daily meditation, deep stretching, pilates classes, restorative practice",
-        details=(
-            "Non-slip grip for balanced yoga poses.",
-            "Supports alignment in every asana.",
-            "Soft, breathable and made to move.",
-            "Brings calm to your daily practice.",
-            "Eco-friendly natural materials.",
-        ),
-    ),
-    _CategorySpec(
-        name="Gardening",
-        price_range=(3.0, 120.0),
-        brands="Green Thumb, Bloom, Seedling, Terra, Fern, Sunny Patch, Rosewood, Greenhouse, Meadow, Orchard",
-        lines={
-            "Plants & Seeds": "Tomato Seeds, Herb Kit, Flower Bulbs, Succulent Set",
-            "Tools": "Pruning Shears, Garden Trowel, Watering Can, Garden Hose",
-            "Soil & Beds": "Potting Mix, Organic Compost, Raised Bed, Plant Food",
-        },
-        uses="balcony gardens, raised beds, growing herbs, spring planting, healthy roots, indoor plants",
-        details=(
-            "Organic and safe for vegetable gardens.",
-            "Helps plants bloom all season long.",
-            "Rust-proof steel garden tools for years of use.",
-            "Ideal for beginners and seasoned gardeners.",
-            "Rich soil for strong seedlings.",
-        ),
-    ),
-    _CategorySpec(
-        name="Photography",
-        price_range=(15.0, 1800.0),
-        brands="Aperture, Shutter, Lumen, Focal, Prism, Optix, Silver Halide, Panorama, Bokeh, Exposure",
-        lines={
-            "Cameras": "Mirrorless Camera, Instant Camera, Action Camera, Film Camera",
-            "Lenses": "Prime Lens, Zoom Lens, Macro Lens, Wide-Angle Lens",
-            "Accessories": "Camera Tripod, Camera Bag, Memory Card, ND Filter",
-        },
-        uses="portrait photography, landscape shots, street photography, travel vlogging, low-light scenes, macro detail",
-        details=(
-            "Fast autofocus with beautiful bokeh.",
-            "Sharp images from edge to edge of the frame.",
-            "Weather-sealed for shooting outdoors.",
-            "Captures 4K video and RAW photos.",
-            "A compact camera companion for everyday carry.",
-        ),
-    ),
-    _CategorySpec(
-        name="Pet Supplies",
-        price_range=(4.0, 110.0),
-        brands="Happy Paws, Whisker, Tail Wag, Furry Friend, Pawprint, Good Boy, Kitty Corner, Fetch, Cozy Pet, Purrfect",
-        lines={
-            "Food": "Dog Food, Cat Food, Dog Treats, Cat Treats",
-            "Toys": "Chew Toy, Cat Teaser Wand, Fetch Ball, Puzzle Feeder",
-            "Care": "Pet Bed, Grooming Brush, Dog Leash, Litter Box",
-        },
-        uses="puppies, senior dogs, indoor cats, playful kittens, daily walks, picky eaters",
-        details=(
-            "Vet-approved and made with natural ingredients.",
-            "Keeps your pet busy, happy and healthy.",
-            "Durable enough for heavy chewers.",
-            "Easy to clean and machine washable.",
-            "Grain-free pet recipe with real chicken.",
-        ),
-    ),
-)
-
-CATEGORIES: tuple[str, ...] = tuple(spec.name for spec in _SPECS)
 
 START = np.datetime64("2026-03-01T00:00:00", "us")
 HORIZON_DAYS = 183.0
@@ -313,18 +82,13 @@ SHIFT_WINDOW = (0.3, 0.7)  # shift_at falls in this fraction of the history
 P_DOMINANT = 0.78
 P_SIDE = 0.12  # the rest is a uniformly random category
 
-N_SUCCESSORS = 3
 SUCCESSOR_WEIGHTS = (0.6, 0.25, 0.15)  # P(next is the 1st, 2nd, 3rd successor)
 P_FOLLOW = 0.65
-ZIPF_EXPONENT = 1.1
-MIN_ITEMS_PER_CATEGORY = N_SUCCESSORS + 1
-CATEGORY_SIZE_CONCENTRATION = 4.0
 INTEREST_WEIGHT_CONCENTRATION = 6.0
-P_SUBTAG = 0.7
-P_DETAIL = 0.7
 
 EVENT_TYPES = ("view", "cart", "purchase")
-# A step is one visited item; its kind fixes the events it emits (codes index EVENT_TYPES, -1 = none).
+# A step is one visited item; its kind fixes the events it emits
+# (codes index EVENT_TYPES, -1 = none).
 _STEP_EVENTS = np.array([[0, -1, -1], [0, 1, -1], [0, 1, 2], [0, 2, -1]])
 _STEP_SIZES = (_STEP_EVENTS >= 0).sum(axis=1)
 STEP_KIND_PROBS = (
@@ -366,23 +130,6 @@ class DemoData:
 
 
 @dataclass(frozen=True)
-class _Catalog:
-    """Item-side arrays used while drawing the log.
-
-    Attributes:
-        price: Price of each item.
-        chains: Per category, the item indices in id order (the chain cycle).
-        popularity_cdf: Per category, the Zipf CDF over popularity ranks.
-        rank_to_position: Per category, the chain position of each rank.
-    """
-
-    price: np.ndarray
-    chains: tuple[np.ndarray, ...]
-    popularity_cdf: tuple[np.ndarray, ...]
-    rank_to_position: tuple[np.ndarray, ...]
-
-
-@dataclass(frozen=True)
 class _Steps:
     """The visited items of all users, in user then time order.
 
@@ -419,8 +166,8 @@ def generate_demo(
     """
     _check_arguments(n_users, n_items, n_categories)
     rng = np.random.default_rng(seed)
-    specs = _SPECS[:n_categories]
-    catalog, items = _build_catalog(rng, specs, n_items)
+    specs = SPECS[:n_categories]
+    catalog, items = build_catalog(rng, specs, n_items)
     lengths = _draw_lengths(rng, n_users)
     interests, n_interests = _draw_interests(rng, n_users, n_categories)
     user, kind, start = _draw_step_kinds(rng, lengths)
@@ -430,35 +177,12 @@ def generate_demo(
     )
     item = _draw_step_items(rng, catalog, user, category)
     steps = _Steps(user=user, kind=kind, start=start, item=item)
-    user_ids = _format_ids("u", n_users, 5)
+    user_ids = format_ids("u", n_users, 5)
     events = _build_events(
         rng, steps, lengths, catalog.price, user_ids, items["item_id"].to_numpy()
     )
     planted = _build_planted(user_ids, specs, interests, n_interests, shift_at, lengths)
     return DemoData(events=events, items=items, planted=planted)
-
-
-def planted_successors(items: pd.DataFrame) -> dict[str, tuple[str, ...]]:
-    """Return each item's planted successors, the next items of its chain.
-
-    The items of a category, in item-id order, form a cycle; an item's
-    successors are the `N_SUCCESSORS` items after it in that cycle.
-
-    Args:
-        items: The `DemoData.items` frame.
-
-    Returns:
-        Item id mapped to its successors' ids, most likely first.
-    """
-    main = items["categories"].map(lambda tags: tags[0])
-    successors: dict[str, tuple[str, ...]] = {}
-    for _, ids in items["item_id"].groupby(main, sort=False):
-        chain = sorted(ids)
-        for k, item_id in enumerate(chain):
-            successors[item_id] = tuple(
-                chain[(k + j) % len(chain)] for j in range(1, N_SUCCESSORS + 1)
-            )
-    return successors
 
 
 def _check_arguments(n_users: int, n_items: int, n_categories: int) -> None:
@@ -477,106 +201,6 @@ def _check_arguments(n_users: int, n_items: int, n_categories: int) -> None:
         raise ValueError(
             f"n_items must be at least {MIN_ITEMS_PER_CATEGORY * n_categories}, got {n_items}"
         )
-
-
-def _format_ids(prefix: str, count: int, min_width: int) -> np.ndarray:
-    """Return zero-padded ids ``prefix + 1..count`` whose text order is numeric.
-
-    Args:
-        prefix: Leading letter.
-        count: Number of ids.
-        min_width: Minimum number of digits.
-    """
-    width = max(min_width, len(str(count)))
-    return np.array([f"{prefix}{k:0{width}d}" for k in range(1, count + 1)], dtype=object)
-
-
-def _build_catalog(
-    rng: np.random.Generator, specs: tuple[_CategorySpec, ...], n_items: int
-) -> tuple[_Catalog, pd.DataFrame]:
-    """Draw category sizes, prices, popularity and texts of all items.
-
-    Args:
-        rng: The generator.
-        specs: The categories in use.
-        n_items: Number of items.
-
-    Returns:
-        The arrays used to draw the log, and the items frame.
-    """
-    n_categories = len(specs)
-    spare = n_items - MIN_ITEMS_PER_CATEGORY * n_categories
-    shares = rng.dirichlet(np.full(n_categories, CATEGORY_SIZE_CONCENTRATION))
-    sizes = MIN_ITEMS_PER_CATEGORY + rng.multinomial(spare, shares)
-    category = rng.permutation(np.repeat(np.arange(n_categories), sizes))
-    chains = tuple(np.flatnonzero(category == c) for c in range(n_categories))
-
-    price = np.empty(n_items)
-    described: list[tuple[str, list[str], str]] = [("", [], "")] * n_items
-    for spec, chain in zip(specs, chains, strict=True):
-        low, high = np.log(spec.price_range)
-        price[chain] = np.maximum(np.round(np.exp(rng.uniform(low, high, len(chain)))) - 0.01, 0.99)
-        for item, description in zip(chain, _describe_items(rng, spec, len(chain)), strict=True):
-            described[item] = description
-
-    titles, tags, texts = zip(*described, strict=True)
-    items = pd.DataFrame(
-        {
-            "item_id": _format_ids("i", n_items, 4),
-            "title": list(titles),
-            "categories": pd.Series(list(tags), dtype=object),
-            "text": list(texts),
-        }
-    )
-    popularity_cdf = tuple(_zipf_cdf(len(chain)) for chain in chains)
-    rank_to_position = tuple(rng.permutation(len(chain)) for chain in chains)
-    catalog = _Catalog(price, chains, popularity_cdf, rank_to_position)
-    return catalog, items
-
-
-def _zipf_cdf(size: int) -> np.ndarray:
-    """Return the CDF over popularity ranks ``0..size-1`` of a Zipf law.
-
-    Args:
-        size: Number of ranks.
-    """
-    weight = np.arange(1, size + 1, dtype=float) ** -ZIPF_EXPONENT
-    return np.cumsum(weight) / weight.sum()
-
-
-def _describe_items(
-    rng: np.random.Generator, spec: _CategorySpec, count: int
-) -> list[tuple[str, list[str], str]]:
-    """Draw unique titles, tags and descriptions for a category's items.
-
-    Titles combine a brand with a noun; once every combination is used they
-    repeat with a "Series N" suffix, so they stay unique.
-
-    Args:
-        rng: The generator.
-        spec: The category.
-        count: Number of items in it.
-
-    Returns:
-        Per item: title, tags (the category, then maybe the noun's sub-tag)
-        and text.
-    """
-    nouns = [(noun, subtag) for subtag, line in spec.lines.items() for noun in line.split(", ")]
-    combos = [(brand, noun, subtag) for brand in spec.brands.split(", ") for noun, subtag in nouns]
-    uses = spec.uses.split(", ")
-    order = rng.permutation(len(combos))
-    described = []
-    for k in range(count):
-        brand, noun, subtag = combos[order[k % len(combos)]]
-        series = k // len(combos)
-        title = f"{brand} {noun}" if series == 0 else f"{brand} {noun} Series {series + 1}"
-        tags = [spec.name, subtag] if rng.random() < P_SUBTAG else [spec.name]
-        use_a, use_b = rng.choice(len(uses), size=2, replace=False)
-        text = f"{noun} for {uses[use_a]} and {uses[use_b]}."
-        if rng.random() < P_DETAIL:
-            text += " " + spec.details[rng.integers(len(spec.details))]
-        described.append((title, tags, text))
-    return described
 
 
 def _draw_lengths(rng: np.random.Generator, n_users: int) -> np.ndarray:
@@ -722,7 +346,7 @@ def _draw_step_categories(
 
 
 def _draw_step_items(
-    rng: np.random.Generator, catalog: _Catalog, user: np.ndarray, category: np.ndarray
+    rng: np.random.Generator, catalog: Catalog, user: np.ndarray, category: np.ndarray
 ) -> np.ndarray:
     """Draw each step's item: follow the chain or jump by popularity.
 
@@ -873,7 +497,7 @@ def _draw_timestamps(
 
 def _build_planted(
     user_ids: np.ndarray,
-    specs: tuple[_CategorySpec, ...],
+    specs: tuple[CategorySpec, ...],
     interests: np.ndarray,
     n_interests: np.ndarray,
     shift_at: np.ndarray,

@@ -17,6 +17,8 @@ and says whether it is *confident* (the name says so, or the content leaves no d
 is a guess. Files without a header keep the shape rule: user, item, then a time and a
 value column found by their content.
 
+The name rules are in :mod:`core.data.column_names`, the profiles of the content and the
+relations between columns in :mod:`core.data.column_profiles`; this module weighs them.
 Pure pandas on a sample of at most a few MB: no database access, nothing written.
 """
 
@@ -29,6 +31,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from core.data.column_names import EVENT_NAMES, ITEM_NAMES, has_word, is_key_name, name_rank
+from core.data.column_profiles import Profile, Relations, profile, time_ok, type_ok, value_ok
+from core.store.time_sql import NUMERIC_TYPE
+
 EVENT_ROLES = ("user", "item", "time", "type", "value")
 ITEM_ROLES = ("item", "title", "categories", "text")
 # Item details a behaviour log may carry on every row (one value per item).
@@ -37,189 +43,7 @@ LOG_ITEM_ROLES = ("title", "categories", "text")
 SAMPLE_ROWS = 20_000  # rows read to suggest a mapping
 SAMPLE_CELLS = 2_000_000  # at most rows x columns of text in the sample
 
-# Normalised column names (lower case, letters and digits only) suggested per role.
-EVENT_NAMES: dict[str, tuple[str, ...]] = {
-    "user": (
-        "userid",
-        "user",
-        "uid",
-        "customerid",
-        "customer",
-        "visitorid",
-        "visitor",
-        "clientid",
-        "client",
-        "memberid",
-        "member",
-        "accountid",
-        "account",
-        "reviewerid",
-        "sessionid",
-        "session",
-        "personid",
-        "buyerid",
-        "buyer",
-        "shopperid",
-        "listenerid",
-        "viewerid",
-        "readerid",
-        "profileid",
-    ),
-    "item": (
-        "itemid",
-        "item",
-        "movieid",
-        "movie",
-        "productid",
-        "product",
-        "asin",
-        "sku",
-        "articleid",
-        "article",
-        "trackid",
-        "track",
-        "songid",
-        "song",
-        "bookid",
-        "book",
-        "isbn",
-        "contentid",
-        "content",
-        "iid",
-        "videoid",
-        "video",
-        "offerid",
-        "stockcode",
-        "productcode",
-        "itemcode",
-        "skuid",
-        "artistid",
-        "pageid",
-        "courseid",
-        "recipeid",
-        "postid",
-    ),
-    "time": (
-        "timestamp",
-        "eventtime",
-        "time",
-        "datetime",
-        "date",
-        "ts",
-        "createdat",
-        "eventdate",
-        "unixtime",
-        "unixreviewtime",
-        "reviewtime",
-        "occurredat",
-        "eventtimestamp",
-    ),
-    "type": ("eventtype", "event", "action", "behavior", "behaviour", "interaction", "type"),
-    "value": ("rating", "score", "value", "weight", "stars", "quantity", "count", "overall"),
-}
-ITEM_NAMES: dict[str, tuple[str, ...]] = {
-    "item": EVENT_NAMES["item"] + ("id",),
-    "title": (
-        "title",
-        "name",
-        "itemname",
-        "productname",
-        "moviename",
-        "label",
-        "itemtitle",
-        "producttitle",
-    ),
-    "categories": (
-        "genres",
-        "genre",
-        "categories",
-        "category",
-        "tags",
-        "tag",
-        "topics",
-        "topic",
-        "section",
-        "department",
-        "categoryname",
-        "productcategory",
-        "brand",
-    ),
-    "text": (
-        "text",
-        "description",
-        "desc",
-        "summary",
-        "overview",
-        "plot",
-        "body",
-        "content",
-        "productdescription",
-        "itemdescription",
-    ),
-}
-# Words inside a longer name that point at a role ("InvoiceDate", "customer_no").
-_NAME_WORDS: dict[str, tuple[str, ...]] = {
-    "user": ("user", "customer", "visitor", "client", "member", "account", "buyer", "shopper"),
-    "item": ("item", "product", "movie", "article", "sku", "track", "song", "book", "stock"),
-    "time": ("timestamp", "date", "time"),
-}
-_KEY_WORDS = ("order", "invoice", "basket", "cart", "transaction", "receipt", "session")
-
-_NUMERIC_TYPE = re.compile(
-    r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|U\w*INT|FLOAT|DOUBLE|DECIMAL)"
-)
 _INT_TYPE = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|U\w*INT)")
-
-
-def norm(name: str) -> str:
-    """A column name in lower-case letters and digits (``"Customer ID"`` -> ``customerid``)."""
-    return re.sub(r"[^a-z0-9]", "", str(name).lower())
-
-
-@dataclass(frozen=True)
-class Profile:
-    """What a column's values look like in the sample.
-
-    Attributes:
-        name: the column; kind: its type as DuckDB's reader sniffed it.
-        filled: non-empty values; distinct: distinct non-empty values.
-        numeric: share of values that are numbers; integral: share that are whole numbers.
-        negative: share of numbers below zero.
-        timelike: share that read as times (a date-time type, ISO text, or numbers of
-            Unix-timestamp size in a column of many distinct values).
-        mean_len: mean length in characters; mean_words: mean number of words.
-    """
-
-    name: str
-    kind: str
-    filled: int
-    distinct: int
-    numeric: float
-    integral: float
-    negative: float
-    timelike: float
-    mean_len: float
-    mean_words: float
-
-    @property
-    def rows_per_value(self) -> float:
-        return self.filled / max(1, self.distinct)
-
-    @property
-    def free_text(self) -> bool:
-        """Sentences or titles rather than codes: several words, or long with spaces."""
-        return self.numeric < 0.5 and (
-            self.mean_words >= 3 or (self.mean_len >= 30 and self.mean_words >= 2)
-        )
-
-    @property
-    def id_like(self) -> bool:
-        """Could hold ids: short tokens or whole numbers, neither times nor free text."""
-        if self.filled == 0 or self.distinct < 2 or self.free_text or self.timelike >= 0.8:
-            return False
-        if self.numeric >= 0.95:
-            return self.integral >= 0.99 and self.negative == 0
-        return self.mean_len <= 64
 
 
 @dataclass(frozen=True)
@@ -262,87 +86,6 @@ class Suggestion:
         ]
 
 
-# --------------------------------------------------------------------------- profiles
-
-
-def profile(sample: pd.DataFrame, types: dict[str, str]) -> dict[str, Profile]:
-    """Profiles of every column of a text sample (see :class:`Profile`)."""
-    return {col: _profile(col, sample[col], types.get(col, "")) for col in sample.columns}
-
-
-def _profile(name: str, values: pd.Series, kind: str) -> Profile:
-    text = values.dropna().astype(str).str.strip()
-    text = text[text != ""]
-    n = len(text)
-    if n == 0:
-        return Profile(name, kind, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    distinct = int(text.nunique())
-    numbers = pd.to_numeric(text, errors="coerce")
-    is_num = numbers.notna()
-    numeric = float(is_num.mean())
-    nums = numbers[is_num].to_numpy(dtype=float)
-    integral = float(np.mean(np.isfinite(nums) & (nums == np.round(nums)))) if len(nums) else 0.0
-    negative = float(np.mean(nums < 0)) if len(nums) else 0.0
-    lengths = text.str.len()
-    words = text.str.count(r"\s+") + 1
-    if kind.startswith(("TIMESTAMP", "DATE")):
-        timelike = 1.0
-    else:
-        # Unix seconds (1973-2286) or milliseconds, or ISO date-times (on the first 200 texts).
-        size = np.abs(numbers.to_numpy(dtype=float, na_value=np.nan))
-        unix = (size >= 1e8) & (size < 1e14)
-        words_ = text[~is_num].head(200)
-        iso = pd.to_datetime(words_, errors="coerce", format="ISO8601", utc=True).notna()
-        iso_share = float(iso.mean()) if len(words_) else 0.0
-        timelike = float(np.mean(unix)) + (1 - numeric) * iso_share
-    return Profile(
-        name,
-        kind,
-        n,
-        distinct,
-        numeric,
-        integral,
-        negative,
-        timelike,
-        float(lengths.mean()),
-        float(words.mean()),
-    )
-
-
-# --------------------------------------------------------------------------- relations
-
-
-class _Relations:
-    """Functional dependencies and sharing between columns of the sample (memoised)."""
-
-    def __init__(self, sample: pd.DataFrame) -> None:
-        self.sample = sample
-        self._cache: dict[tuple[str, str], tuple[float, float]] = {}
-
-    def _pair(self, a: str, b: str) -> tuple[float, float]:
-        """(share of a's values that go with more than one b, mean distinct b per a value)."""
-        key = (a, b)
-        if key not in self._cache:
-            both = self.sample[[a, b]].dropna()
-            if both.empty:
-                self._cache[key] = (1.0, 0.0)
-            else:
-                per = both.groupby(a, sort=False)[b].nunique()
-                self._cache[key] = (float((per > 1).mean()), float(per.mean()))
-        return self._cache[key]
-
-    def determines(self, a: str, b: str, tolerance: float = 0.01) -> bool:
-        """Whether each value of ``a`` goes with a single value of ``b`` (nearly always)."""
-        return self._pair(a, b)[0] <= tolerance
-
-    def shared(self, a: str, by: str) -> float:
-        """Mean number of distinct ``by`` values per value of ``a``."""
-        return self._pair(a, by)[1]
-
-
-# --------------------------------------------------------------------------- suggestions
-
-
 def suggest_columns(
     columns: Sequence[str],
     types: dict[str, str],
@@ -359,7 +102,7 @@ def suggest_columns(
     """
     sample = _sample_of(sample, columns)
     profiles = profile(sample, types)
-    rel = _Relations(sample)
+    rel = Relations(sample)
     if has_header:
         events, notes = _by_name_and_content(list(columns), profiles, rel)
     else:
@@ -382,145 +125,139 @@ def _fmt(x: float) -> str:
     return f"{x:,.0f}" if x >= 10 else f"{x:,.1f}"
 
 
-def _name_role(name: str, names: dict[str, tuple[str, ...]], role: str) -> int | None:
-    """Rank of an exact name match for ``role`` (lower is better), else None."""
-    n = norm(name)
-    return names[role].index(n) if n in names[role] else None
+@dataclass
+class _Picks:
+    """The roles chosen so far, the columns they took, and what was noticed on the way."""
 
+    chosen: dict[str, Guess] = field(default_factory=dict)
+    taken: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
 
-def _has_word(name: str, role: str) -> bool:
-    n = norm(name)
-    return any(word in n for word in _NAME_WORDS.get(role, ()))
-
-
-def _is_key_name(name: str) -> bool:
-    n = norm(name)
-    return any(word in n for word in _KEY_WORDS)
-
-
-def _time_ok(p: Profile) -> bool:
-    """Values that read as times; plain numbers must also be many distinct values."""
-    if p.filled == 0 or p.timelike < 0.8:
-        return False
-    return (
-        p.numeric < 0.5
-        or p.kind.startswith(("TIMESTAMP", "DATE"))
-        or (p.distinct >= max(3, 0.05 * p.filled))
-    )
-
-
-def _type_ok(p: Profile) -> bool:
-    """Few distinct short labels: what an event type looks like (never free text)."""
-    return (
-        p.filled > 0
-        and not p.free_text
-        and p.numeric < 0.5
-        and 1 <= p.distinct <= 100
-        and p.distinct <= max(3, 0.2 * p.filled)
-    )
-
-
-def _value_ok(p: Profile) -> bool:
-    return p.filled > 0 and p.numeric >= 0.95 and p.timelike < 0.8
+    def take(self, role: str, guess: Guess) -> None:
+        self.chosen[role] = guess
+        if guess.column:
+            self.taken.add(guess.column)
 
 
 def _by_name_and_content(
-    columns: list[str], profiles: dict[str, Profile], rel: _Relations
+    columns: list[str], profiles: dict[str, Profile], rel: Relations
 ) -> tuple[dict[str, Guess], list[str]]:
-    chosen: dict[str, Guess] = {}
-    notes: list[str] = []
-    taken: set[str] = set()
+    """A header names the columns: names first, then content for the roles still open."""
+    picks = _Picks()
+    _match_names(picks, columns, profiles)
+    _prefer_owner_of_session(picks, columns, profiles, rel)
+    _match_name_words(picks, columns, profiles)
+    _ids_by_content(picks, columns, profiles, rel)
+    _details_by_content(picks, columns, profiles, rel)
+    return {role: picks.chosen[role] for role in EVENT_ROLES}, picks.notes
 
-    def take(role: str, guess: Guess) -> None:
-        chosen[role] = guess
-        if guess.column:
-            taken.add(guess.column)
 
-    # 1. Exact name matches, role by role; the content may only veto a match it contradicts.
+def _match_names(picks: _Picks, columns: list[str], profiles: dict[str, Profile]) -> None:
+    """1. Exact name matches, role by role; the content may only veto a match it contradicts."""
     for role in EVENT_ROLES:
         ranked = sorted(
             (rank, i, c)
             for i, c in enumerate(columns)
-            if c not in taken and (rank := _name_role(c, EVENT_NAMES, role)) is not None
+            if c not in picks.taken and (rank := name_rank(c, EVENT_NAMES, role)) is not None
         )
         for _, _, col in ranked:
             p = profiles[col]
             veto = _veto(role, p)
             if veto:
-                notes.append(f"{col!r} is named like the {role} column, but {veto}")
+                picks.notes.append(f"{col!r} is named like the {role} column, but {veto}")
                 continue
-            take(role, Guess(col, "name matches", True))
+            picks.take(role, Guess(col, "name matches", True))
             break
 
-    # A session (order) column named like a user that nests in a customer column: the
-    # customer is the user, the session a key of theirs.
-    if "user" in chosen and _is_key_name(chosen["user"].column):
-        key = chosen["user"].column
-        owner = next(
-            (
-                c
-                for c in columns
-                if c not in taken
-                and _has_word(c, "user")
-                and not _is_key_name(c)
-                and profiles[c].id_like
-                and 2 <= profiles[c].distinct < profiles[key].distinct
-                and rel.determines(key, c)
-            ),
-            None,
-        )
-        if owner:
-            taken.discard(key)
-            take("user", Guess(owner, f"the name says user and {key!r} nests in it", True))
 
-    # 2. Names that contain a role's word ("Customer No", "InvoiceDate"), content agreeing.
+def _prefer_owner_of_session(
+    picks: _Picks, columns: list[str], profiles: dict[str, Profile], rel: Relations
+) -> None:
+    """A session (order) column named like a user that nests in a customer column: the
+    customer is the user, the session a key of theirs."""
+    if "user" not in picks.chosen or not is_key_name(picks.chosen["user"].column):
+        return
+    key = picks.chosen["user"].column
+    owner = next(
+        (
+            c
+            for c in columns
+            if c not in picks.taken
+            and has_word(c, "user")
+            and not is_key_name(c)
+            and profiles[c].id_like
+            and 2 <= profiles[c].distinct < profiles[key].distinct
+            and rel.determines(key, c)
+        ),
+        None,
+    )
+    if owner:
+        picks.taken.discard(key)
+        picks.take("user", Guess(owner, f"the name says user and {key!r} nests in it", True))
+
+
+def _match_name_words(picks: _Picks, columns: list[str], profiles: dict[str, Profile]) -> None:
+    """2. Names that contain a role's word ("Customer No", "InvoiceDate"), content agreeing."""
     for role in ("user", "item", "time"):
-        if role in chosen:
+        if role in picks.chosen:
             continue
         for col in columns:
             p = profiles[col]
-            if col in taken or not _has_word(col, role):
+            if col in picks.taken or not has_word(col, role):
                 continue
-            if role == "time" and _time_ok(p):
-                take(role, Guess(col, "the name says time and the values read as times", True))
+            if role == "time" and time_ok(p):
+                picks.take(
+                    role, Guess(col, "the name says time and the values read as times", True)
+                )
                 break
-            if role != "time" and p.id_like and not _is_key_name(col):
-                take(role, Guess(col, f"the name says {role} and the values look like ids", True))
+            if role != "time" and p.id_like and not is_key_name(col):
+                picks.take(
+                    role, Guess(col, f"the name says {role} and the values look like ids", True)
+                )
                 break
 
-    # 3. Content, for the id roles still open.
+
+def _ids_by_content(
+    picks: _Picks, columns: list[str], profiles: dict[str, Profile], rel: Relations
+) -> None:
+    """3. Content, for the id roles still open; order keys are noted and never an item."""
+    chosen, taken = picks.chosen, picks.taken
     keys = _order_keys(columns, profiles, rel, chosen.get("user"), taken)
     for col, owner in keys.items():
-        notes.append(
+        picks.notes.append(
             f"{col!r}: every value belongs to a single {owner}, so it is an order, invoice "
             "or session key, not an item"
         )
     if "user" not in chosen:
-        take("user", _content_user(columns, profiles, rel, taken, keys))
+        picks.take("user", _content_user(columns, profiles, rel, taken, keys))
     if "item" not in chosen:
         user = chosen["user"].column
-        take("item", _content_item(columns, profiles, rel, taken, keys, user, chosen["user"]))
-    user, item = chosen["user"].column, chosen["item"].column
+        picks.take("item", _content_item(columns, profiles, rel, taken, keys, user, chosen["user"]))
 
-    # 4. Time, type and value by content.
+
+def _details_by_content(
+    picks: _Picks, columns: list[str], profiles: dict[str, Profile], rel: Relations
+) -> None:
+    """4. Time, type and value by content."""
+    chosen, taken = picks.chosen, picks.taken
+    user, item = chosen["user"].column, chosen["item"].column
     if "time" not in chosen:
-        times = [c for c in columns if c not in taken and _time_ok(profiles[c])]
-        times.sort(key=lambda c: -profiles[c].distinct)
-        take(
-            "time",
-            Guess(
-                times[0],
-                f"guessed from content: {profiles[times[0]].timelike:.0%} of the values read "
-                "as times",
-            )
-            if times
-            else Guess(None, "no column reads as times: events keep file order"),
-        )
+        picks.take("time", _content_time(columns, profiles, taken))
     if "type" not in chosen:
-        take("type", _content_type(columns, profiles, rel, taken, user, item, notes))
+        picks.take("type", _content_type(columns, profiles, rel, taken, user, item, picks.notes))
     if "value" not in chosen:
-        take("value", _content_value(columns, profiles, rel, taken, item))
-    return {role: chosen[role] for role in EVENT_ROLES}, notes
+        picks.take("value", _content_value(columns, profiles, rel, taken, item))
+
+
+def _content_time(columns: list[str], profiles: dict[str, Profile], taken: set[str]) -> Guess:
+    times = [c for c in columns if c not in taken and time_ok(profiles[c])]
+    times.sort(key=lambda c: -profiles[c].distinct)
+    if not times:
+        return Guess(None, "no column reads as times: events keep file order")
+    return Guess(
+        times[0],
+        f"guessed from content: {profiles[times[0]].timelike:.0%} of the values read as times",
+    )
 
 
 def _veto(role: str, p: Profile) -> str | None:
@@ -531,7 +268,7 @@ def _veto(role: str, p: Profile) -> str | None:
     """
     if p.filled == 0:
         return None  # nothing to contradict the name (a header-only file)
-    if role == "type" and not _type_ok(p):
+    if role == "type" and not type_ok(p):
         return (
             "it holds free text, not a few event types"
             if p.free_text
@@ -543,7 +280,7 @@ def _veto(role: str, p: Profile) -> str | None:
 def _order_keys(
     columns: list[str],
     profiles: dict[str, Profile],
-    rel: _Relations,
+    rel: Relations,
     user: Guess | None,
     taken: set[str],
 ) -> dict[str, str]:
@@ -569,7 +306,7 @@ def _order_keys(
     return keys
 
 
-def _user_attribute(col: str, user: str, profiles: dict[str, Profile], rel: _Relations) -> bool:
+def _user_attribute(col: str, user: str, profiles: dict[str, Profile], rel: Relations) -> bool:
     """Whether ``col`` is constant for each user who has several rows (a country)."""
     u = profiles[user]
     return u.distinct > 1 and u.rows_per_value >= 2 and rel.determines(user, col)
@@ -578,7 +315,7 @@ def _user_attribute(col: str, user: str, profiles: dict[str, Profile], rel: _Rel
 def _content_user(
     columns: list[str],
     profiles: dict[str, Profile],
-    rel: _Relations,
+    rel: Relations,
     taken: set[str],
     keys: dict[str, str],
 ) -> Guess:
@@ -607,7 +344,7 @@ def _content_user(
 def _content_item(
     columns: list[str],
     profiles: dict[str, Profile],
-    rel: _Relations,
+    rel: Relations,
     taken: set[str],
     keys: dict[str, str],
     user: str | None,
@@ -649,7 +386,7 @@ def _content_item(
 def _content_type(
     columns: list[str],
     profiles: dict[str, Profile],
-    rel: _Relations,
+    rel: Relations,
     taken: set[str],
     user: str | None,
     item: str | None,
@@ -657,7 +394,7 @@ def _content_type(
 ) -> Guess:
     for col in columns:
         p = profiles[col]
-        if col in taken or not _type_ok(p) or p.distinct < 2:
+        if col in taken or not type_ok(p) or p.distinct < 2:
             continue
         if user and _user_attribute(col, user, profiles, rel):
             notes.append(
@@ -673,13 +410,13 @@ def _content_type(
 def _content_value(
     columns: list[str],
     profiles: dict[str, Profile],
-    rel: _Relations,
+    rel: Relations,
     taken: set[str],
     item: str | None,
 ) -> Guess:
     for col in columns:
         p = profiles[col]
-        if col in taken or not _value_ok(p) or p.distinct < 2 or p.distinct > 1000:
+        if col in taken or not value_ok(p) or p.distinct < 2 or p.distinct > 1000:
             continue
         if item and profiles[item].distinct > 1 and rel.determines(item, col):
             continue  # constant per item: a price, not an event's value
@@ -688,7 +425,7 @@ def _content_value(
 
 
 def _by_shape(
-    columns: list[str], profiles: dict[str, Profile], rel: _Relations
+    columns: list[str], profiles: dict[str, Profile], rel: Relations
 ) -> tuple[dict[str, Guess], list[str]]:
     """No header: column 1 is the user, column 2 the item; time and value by content."""
     chosen = {role: Guess(None) for role in EVENT_ROLES}
@@ -703,9 +440,9 @@ def _by_shape(
             or (_INT_TYPE.match(kind) and p.numeric == 1.0 and p.timelike == 1.0)
         ):
             chosen["time"] = Guess(col, "values read as times", True)
-        elif chosen["value"].column is None and _NUMERIC_TYPE.match(kind):
+        elif chosen["value"].column is None and NUMERIC_TYPE.match(kind):
             chosen["value"] = Guess(col, "numbers", True)
-        elif chosen["type"].column is None and kind == "VARCHAR" and _type_ok(p):
+        elif chosen["type"].column is None and kind == "VARCHAR" and type_ok(p):
             chosen["type"] = Guess(col, f"a few short labels ({p.distinct} distinct)", True)
     return chosen, []
 
@@ -713,7 +450,7 @@ def _by_shape(
 def _item_details(
     columns: list[str],
     profiles: dict[str, Profile],
-    rel: _Relations,
+    rel: Relations,
     events: dict[str, Guess],
 ) -> dict[str, Guess]:
     """Columns of the log whose value is constant for each item: title, categories, text."""
@@ -744,7 +481,7 @@ def _item_details(
 
 def _item_role(col: str, p: Profile, item: Profile) -> tuple[str | None, str]:
     for role in LOG_ITEM_ROLES:
-        if _name_role(col, ITEM_NAMES, role) is not None:
+        if name_rank(col, ITEM_NAMES, role) is not None:
             return role, "name matches"
     if p.timelike >= 0.8:
         return None, ""

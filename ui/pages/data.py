@@ -9,22 +9,11 @@ import pandas as pd
 import streamlit as st
 
 from core.common.tables import drop_empty_columns, with_main_category
-from core.data.ingest import (
-    EVENT_ROLES,
-    ITEM_ROLES,
-    Cleaning,
-    EventMapping,
-    IngestError,
-    Inspection,
-    ItemMapping,
-    ReadOptions,
-    ingest,
-    inspect,
-    preview_mapping,
-    suggest,
-    suggest_item_mapping,
-)
-from core.data.suggest import LOG_ITEM_ROLES, Guess
+from core.data.ingest import ingest, preview_mapping, suggest, suggest_item_mapping
+from core.data.inspection import Inspection, inspect
+from core.data.mapping import Cleaning, EventMapping, IngestError, ItemMapping
+from core.data.sources import ReadOptions
+from core.data.suggest import EVENT_ROLES, ITEM_ROLES, LOG_ITEM_ROLES, Guess
 from core.data.uploads import Spool
 from core.reports import charts
 from core.store import StoreError, slugify
