@@ -59,7 +59,8 @@ from common import (  # noqa: E402  (bench/common.py)
 from common import machine as machine_facts  # noqa: E402
 
 from core.evaluation.baselines import parse_baselines  # noqa: E402
-from core.evaluation.runner import EvalConfig, run  # noqa: E402
+from core.evaluation.results import EvalConfig  # noqa: E402
+from core.evaluation.runner import run  # noqa: E402
 from core.models.checkpoint import load_model, save_model  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.training.loop import TrainConfig  # noqa: E402
@@ -67,7 +68,7 @@ from core.training.runs import train_dataset  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "amazon-beauty" / "beauty.txt"
 MEASURED_CODE = (
-    "core/evaluation/runner.py",
+    "core/evaluation/",
     "core/evaluation/baselines.py",
     "core/training/loop.py",
     "core/models/bert.py",

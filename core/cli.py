@@ -614,7 +614,8 @@ def _cmd_export(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_evaluate(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     from core.evaluation.baselines import parse_baselines
-    from core.evaluation.runner import EvalConfig, run
+    from core.evaluation.results import EvalConfig
+    from core.evaluation.runner import run
 
     _check_positive(args, ("k", "ease_max_items"))
     if args.sampled < 0:
@@ -672,7 +673,8 @@ def _cmd_report(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 def _print_human(command: str, result: Any) -> None:
     if command == "evaluate":
-        from core.evaluation.runner import describe, significance_label
+        from core.evaluation.results import describe
+        from core.evaluation.statistics import significance_label
 
         settings, k = result["settings"], result["settings"]["k"]
         print(describe(settings))

@@ -15,8 +15,12 @@ from _helpers import seqs_of
 
 from core.data.sequences import load_sequences
 from core.data.splits import leave_one_out, loo_split, make_split, time_split
-from core.evaluation import runner as E
+from core.evaluation import accuracy, beyond_accuracy, statistics
 from core.evaluation.baselines import FAST_BASELINES, fit_baselines
+from core.evaluation.ranking import rank
+from core.evaluation.results import METRIC_LABELS, EvalConfig
+from core.evaluation.runner import evaluate, load, run, stored_runs
+from core.evaluation.segments import segment_labels
 from core.models.bert import ModelConfig, PreferenceModel
 from core.models.scoring import ModelScorer
 from core.store import Store
@@ -45,38 +49,40 @@ class FixedScorer:
 def test_metrics_without_ties_match_the_textbook_formulas() -> None:
     greater = np.array([0, 1, 4, 9, 10, 100])
     ties = np.zeros(6, dtype=np.int64)
-    assert E.hit_rate(greater, ties, 10).tolist() == [1, 1, 1, 1, 0, 0]
+    assert accuracy.hit_rate(greater, ties, 10).tolist() == [1, 1, 1, 1, 0, 0]
     expected = [1 / np.log2(r + 2) if r < 10 else 0.0 for r in greater]
-    np.testing.assert_allclose(E.ndcg(greater, ties, 10), expected)
-    np.testing.assert_allclose(E.reciprocal_rank(greater, ties), 1 / (greater + 1))
-    np.testing.assert_allclose(E.precision(greater, ties, 5), [0.2, 0.2, 0.2, 0, 0, 0])
-    np.testing.assert_allclose(E.recall(greater, ties, 5), [1, 1, 1, 0, 0, 0])
+    np.testing.assert_allclose(accuracy.ndcg(greater, ties, 10), expected)
+    np.testing.assert_allclose(accuracy.reciprocal_rank(greater, ties), 1 / (greater + 1))
+    np.testing.assert_allclose(accuracy.precision(greater, ties, 5), [0.2, 0.2, 0.2, 0, 0, 0])
+    np.testing.assert_allclose(accuracy.recall(greater, ties, 5), [1, 1, 1, 0, 0, 0])
 
 
 def test_ties_count_as_the_expected_position() -> None:
     # 2 items above, 3 tied with the target: positions 2, 3, 4, 5 equally likely.
     g, t = np.array([2]), np.array([3])
-    assert E.hit_rate(g, t, 4)[0] == pytest.approx(0.5)
-    assert E.ndcg(g, t, 4)[0] == pytest.approx((1 / np.log2(4) + 1 / np.log2(5)) / 4)
-    assert E.reciprocal_rank(g, t)[0] == pytest.approx((1 / 3 + 1 / 4 + 1 / 5 + 1 / 6) / 4)
+    assert accuracy.hit_rate(g, t, 4)[0] == pytest.approx(0.5)
+    assert accuracy.ndcg(g, t, 4)[0] == pytest.approx((1 / np.log2(4) + 1 / np.log2(5)) / 4)
+    assert accuracy.reciprocal_rank(g, t)[0] == pytest.approx((1 / 3 + 1 / 4 + 1 / 5 + 1 / 6) / 4)
     # A constant scorer over n items gets chance level, not a perfect score.
     n = 100
-    assert E.hit_rate(np.array([0]), np.array([n - 1]), 10)[0] == pytest.approx(10 / n)
+    assert accuracy.hit_rate(np.array([0]), np.array([n - 1]), 10)[0] == pytest.approx(10 / n)
 
 
 def test_beyond_accuracy_on_a_hand_checked_case() -> None:
     top = np.array([[1, 2], [1, 3]])
-    assert E.coverage(top, 4) == 0.75
+    assert beyond_accuracy.coverage(top, 4) == 0.75
     # exposure counts over items 1..4: 2, 1, 1, 0
-    assert E.exposure_gini(top, 4) == pytest.approx(E.gini(np.array([2, 1, 1, 0])))
-    assert E.gini(np.array([2, 1, 1, 0])) == pytest.approx(0.375)
+    assert beyond_accuracy.exposure_gini(top, 4) == pytest.approx(
+        beyond_accuracy.gini(np.array([2, 1, 1, 0]))
+    )
+    assert beyond_accuracy.gini(np.array([2, 1, 1, 0])) == pytest.approx(0.375)
     users_per_item = np.array([0, 8, 2, 1, 0, 0])
-    assert E.novelty(top, users_per_item, 8) == pytest.approx(
+    assert beyond_accuracy.novelty(top, users_per_item, 8) == pytest.approx(
         np.mean([0, 2, 0, 3]), abs=1e-9
     )  # -log2(8/8), -log2(2/8), -log2(8/8), -log2(1/8)
-    assert E.average_popularity(top, np.array([0, 10, 4, 2, 0, 0])) == 6.5
+    assert beyond_accuracy.average_popularity(top, np.array([0, 10, 4, 2, 0, 0])) == 6.5
     features = np.array([[0, 0], [1, 0], [1, 0], [0, 1], [0, 0], [0, 0]], dtype=float)
-    assert E.intra_list_diversity(top, features) == pytest.approx(0.5)  # 0 and 1
+    assert beyond_accuracy.intra_list_diversity(top, features) == pytest.approx(0.5)  # 0 and 1
 
 
 # --------------------------------------------------------------------------- splits
@@ -145,11 +151,11 @@ def test_users_with_one_item_and_targets_never_seen_in_training() -> None:
     assert split.users.tolist() == [0, 2]
     assert split.inputs.lengths[split.users].tolist() == [1, 3]
     counts = np.bincount(split.fit.items, minlength=8)
-    labels = E.segment_labels(split, counts)
+    labels = segment_labels(split, counts)
     assert labels["history length"].tolist() == ["1", "2–4"]
     assert labels["target popularity"][0] == "unseen in training"
     # a target never seen in training is still ranked (behind the seen items here)
-    ranked = E.rank(FixedScorer([5, 4, 3, 2, 1, 0]), split, max_k=2)
+    ranked = rank(FixedScorer([5, 4, 3, 2, 1, 0]), split, max_k=2)
     assert ranked.greater.tolist() == [4, 0]  # user 0: items 2..5 above item 6
     # leave-one-out skips users whose last item would be training data
     assert loo_split(seqs).users.tolist() == [2]
@@ -163,22 +169,22 @@ def test_full_ranking_excludes_history_and_handles_never_seen_items() -> None:
     seqs = seqs_of([[1, 2, 6], [2, 3, 4]], 6)
     split = loo_split(seqs)
     scorer = FixedScorer([6, 5, 4, 3, 2, 1])  # item i scores 7 - i
-    ranked = E.rank(scorer, split, max_k=3)
+    ranked = rank(scorer, split, max_k=3)
     # user 0: items 1, 2 excluded; above item 6: 3, 4, 5 -> rank 3
     # user 1: items 2, 3 excluded; above item 4: item 1 -> rank 1
     assert ranked.greater.tolist() == [3, 1]
     assert ranked.ties.tolist() == [0, 0]
     assert ranked.top.tolist() == [[3, 4, 5], [1, 4, 5]]
-    included = E.rank(scorer, split, max_k=3, exclude_seen=False)
+    included = rank(scorer, split, max_k=3, exclude_seen=False)
     assert included.greater.tolist() == [5, 3]
 
 
 def test_ties_are_counted_by_the_ranking() -> None:
     seqs = seqs_of([[1, 2, 3]], 5)
     split = loo_split(seqs)  # target 3, history 1, 2
-    ranked = E.rank(FixedScorer([1, 1, 1, 1, 1]), split, max_k=2)
+    ranked = rank(FixedScorer([1, 1, 1, 1, 1]), split, max_k=2)
     assert (ranked.greater[0], ranked.ties[0]) == (0, 2)  # items 4, 5 tie with 3
-    assert E.hit_rate(ranked.greater, ranked.ties, 1)[0] == pytest.approx(1 / 3)
+    assert accuracy.hit_rate(ranked.greater, ranked.ties, 1)[0] == pytest.approx(1 / 3)
 
 
 def test_model_ranks_agree_with_the_training_code() -> None:
@@ -186,7 +192,7 @@ def test_model_ranks_agree_with_the_training_code() -> None:
     seqs = seqs_of([[1, 2, 3, 4], [5, 6, 7], [2, 4, 6, 8, 1], [9, 3, 2]], 9)
     model = PreferenceModel(ModelConfig(n_items=9, max_len=6, hidden=8, heads=2)).eval()
     split = loo_split(seqs)
-    ranked = E.rank(ModelScorer(model, "m"), split)
+    ranked = rank(ModelScorer(model, "m"), split)
     # both read the last max_len - 1 items followed by the mask token
     hist = split.inputs.padded(6, split.users).astype(np.int64)
     expected = rank_targets(model, hist, split.targets, torch.device("cpu"))
@@ -199,7 +205,7 @@ def test_sampled_metrics_are_never_below_full_ones() -> None:
     seqs = seqs_of(histories, 60)
     split = loo_split(seqs)
     scorer = FixedScorer(list(rng.normal(size=60)))
-    result = E.evaluate([scorer], split, E.EvalConfig(sampled=10, bootstrap=50))
+    result = evaluate([scorer], split, EvalConfig(sampled=10, bootstrap=50))
     res = result.results["fixed"]
     for k in (1, 5, 10, 20, 50):
         assert res["sampled"][f"hr@{k}"] >= res[f"hr@{k}"]
@@ -214,8 +220,8 @@ def test_sampled_metrics_are_never_below_full_ones() -> None:
 def test_bootstrap_interval_covers_the_mean_and_shrinks_with_users() -> None:
     rng = np.random.default_rng(1)
     small, large = rng.random(100), rng.random(10_000)
-    lo_s, hi_s = E.bootstrap_ci(small[:, None], 500)[0]
-    lo_l, hi_l = E.bootstrap_ci(large[:, None], 500)[0]
+    lo_s, hi_s = statistics.bootstrap_ci(small[:, None], 500)[0]
+    lo_l, hi_l = statistics.bootstrap_ci(large[:, None], 500)[0]
     assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
     assert hi_l - lo_l < (hi_s - lo_s) / 3
 
@@ -223,10 +229,10 @@ def test_bootstrap_interval_covers_the_mean_and_shrinks_with_users() -> None:
 def test_paired_test_separates_real_from_null_differences() -> None:
     rng = np.random.default_rng(2)
     base = rng.random(500)
-    assert E.paired_permutation_test(base + 0.05, base, 500) < 0.01
+    assert statistics.paired_permutation_test(base + 0.05, base, 500) < 0.01
     noise = base + rng.normal(0, 0.01, 500)
     noise -= noise.mean() - base.mean()  # same mean
-    assert E.paired_permutation_test(noise, base, 500) > 0.2
+    assert statistics.paired_permutation_test(noise, base, 500) > 0.2
 
 
 # --------------------------------------------------------------------------- on the demo data
@@ -267,11 +273,11 @@ def demo_model(eval_store, tmp_path_factory):
 
 
 def test_run_evaluates_model_and_baselines_and_stores_the_run(eval_store, demo_model) -> None:
-    result, warnings = E.run(
+    result, warnings = run(
         eval_store,
         models=["tiny"],
         baselines=list(FAST_BASELINES),
-        config=E.EvalConfig(bootstrap=100, permutations=200, sampled=50),
+        config=EvalConfig(bootstrap=100, permutations=200, sampled=50),
     )
     assert warnings == []
     assert list(result.results) == ["tiny", *FAST_BASELINES]
@@ -290,9 +296,9 @@ def test_run_evaluates_model_and_baselines_and_stores_the_run(eval_store, demo_m
     assert set(segments["segment"]) == {"history length", "target popularity"}
     assert segments.groupby(["name", "segment"])["users"].sum().eq(300).all()
     # stored, and loaded back the same
-    runs = E.stored_runs(eval_store, eval_store.get_dataset("demo").dataset_id)
+    runs = stored_runs(eval_store, eval_store.get_dataset("demo").dataset_id)
     assert result.settings["run_id"] in set(runs["run_id"])
-    loaded = E.load(eval_store, result.settings["run_id"])
+    loaded = load(eval_store, result.settings["run_id"])
     assert loaded.results == json.loads(json.dumps(result.results))
     assert not loaded.long_frame().empty and len(loaded.table()) == 6
 
@@ -362,7 +368,7 @@ def test_charts_of_an_evaluation_are_labelled() -> None:
     histories = [list(rng.choice(np.arange(1, 41), size=5, replace=False)) for _ in range(50)]
     split = loo_split(seqs_of(histories, 40))
     scorers = [FixedScorer(list(rng.normal(size=40)), name) for name in ("a", "b")]
-    result = E.evaluate(scorers, split, E.EvalConfig(sampled=10, bootstrap=50), models=["a"])
+    result = evaluate(scorers, split, EvalConfig(sampled=10, bootstrap=50), models=["a"])
     long = result.long_frame()
     bars = long[(long["metric"] == "ndcg") & (long["k"] == 10) & (long["ranking"] == "full")]
     fig = charts.metric_bars(bars, "NDCG@10")
@@ -377,8 +383,8 @@ def test_charts_of_an_evaluation_are_labelled() -> None:
         seg[seg["segment"] == "target popularity"], "target popularity", "NDCG@10"
     )
     assert "users" in fig.data[0].x[0]
-    beyond = long[long["metric"].isin(E.BEYOND_METRICS) & (long["k"] == 10)]
-    fig = charts.beyond_accuracy(beyond.assign(metric=beyond["metric"].map(E.METRIC_LABELS)), 10)
+    beyond = long[long["metric"].isin(beyond_accuracy.BEYOND_METRICS) & (long["k"] == 10)]
+    fig = charts.beyond_accuracy(beyond.assign(metric=beyond["metric"].map(METRIC_LABELS)), 10)
     assert len(fig.data) == 4  # coverage, gini, novelty, popularity (no features: no diversity)
     assert "No results" in charts.metric_bars(bars.iloc[:0], "NDCG@10").layout.annotations[0].text
     assert result.results["a"]["significance"]["against"] == "b"
@@ -391,6 +397,6 @@ def test_the_formulas_in_the_docstrings_hold() -> None:
     from core.data import splits
     from core.evaluation import baselines
 
-    for module in (E, baselines, splits):
+    for module in (accuracy, beyond_accuracy, statistics, baselines, splits):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.attempted > 5 and result.failed == 0, module.__name__

@@ -20,7 +20,8 @@ from test_cli import assert_user_error, cli
 from core.cli import main
 from core.data.ingest import ingest
 from core.data.mapping import EventMapping
-from core.evaluation import runner as E
+from core.evaluation import runner
+from core.evaluation.results import EvalConfig, describe
 from core.reports import charts
 from core.reports.page import (
     ReportError,
@@ -140,11 +141,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
     db = copy_of_trained(folder)
     store = Store(db)
     try:
-        result, _ = E.run(
+        result, _ = runner.run(
             store,
             models=[MODEL],
             baselines=["pop", "markov"],
-            config=E.EvalConfig(bootstrap=50, permutations=100, sampled=20),
+            config=EvalConfig(bootstrap=50, permutations=100, sampled=20),
         )
         info = store.get_dataset("demo")
         document = build_report(store, "demo", model=MODEL)
@@ -184,7 +185,7 @@ def test_the_demo_report_holds_every_section_with_the_stored_figures(demo: dict)
     res = run.results[MODEL]
     assert facts[f"NDCG@10 of {MODEL}"] == f"{res['ndcg@10']:.4f}"
     assert f"{res['ndcg@10']:.4f} [{res['ci']['ndcg@10'][0]:.4f}," in text
-    assert E.describe(run.settings) in text and "sampled figures: 20 negatives" in text
+    assert describe(run.settings) in text and "sampled figures: 20 negatives" in text
     assert "sampled ndcg@10" in text and f"{res['sampled']['ndcg@10']:.4f}" in text
     assert "NDCG@10 (sampled ranking, 95% CI)" in document  # a chart's title
     assert f"evaluation run {run.settings['run_id']}" in text
@@ -214,8 +215,8 @@ def test_an_evaluation_is_picked_by_id_and_example_users_by_name(demo: dict) -> 
     store = Store(demo["db"])
     try:
         first = demo["evaluation"].settings["run_id"]
-        later, _ = E.run(
-            store, dataset="demo", baselines=["pop"], config=E.EvalConfig(bootstrap=20)
+        later, _ = runner.run(
+            store, dataset="demo", baselines=["pop"], config=EvalConfig(bootstrap=20)
         )
         latest = build_report(store, "demo")  # no model: the dataset's latest run
         chosen = build_report(store, "demo", MODEL, evaluation=first, users=["u00007"])

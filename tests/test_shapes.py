@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from shapes import HEAVY_EVENTS, ODD_ITEMS, ODD_USERS, SHAPES, copy_of_shape
 
-from core.evaluation import runner as ev
+from core.evaluation import runner
 from core.serving import interests
 from core.serving.recommend import (
     baseline_list,
@@ -75,7 +75,7 @@ def test_each_shape_loads_trains_and_serves(name: str, shape_store) -> None:
         assert not set(part["item_id"]) & set(data.history_ids(uid))
         assert list(part["rank"]) == list(range(1, len(part) + 1))
 
-    result, warnings = ev.run(
+    result, warnings = runner.run(
         store, models=[shape.model], baselines=["pop", "markov"], save_results=False
     )
     assert warnings == []

@@ -12,7 +12,10 @@ from typing import Any
 
 import pandas as pd
 
-from core.evaluation import runner as ev
+from core.evaluation.beyond_accuracy import BEYOND_METRICS
+from core.evaluation.results import METRIC_LABELS, describe
+from core.evaluation.runner import load
+from core.evaluation.statistics import significance_label
 from core.reports import charts
 from core.reports import markup as H
 from core.store import DatasetInfo, Store
@@ -22,7 +25,7 @@ def evaluation_section(
     store: Store, run_id: str | None, info: DatasetInfo, saved, figs: H.Figures
 ) -> str:
     """A stored run as the Metrics page shows it: protocol, table, bars, curves, breakdowns."""
-    result = ev.load(store, run_id) if run_id else None
+    result = load(store, run_id) if run_id else None
     if result is None:
         return H.absent(
             f"No stored evaluation of {info.name}: run one on the Metrics page or with "
@@ -30,9 +33,7 @@ def evaluation_section(
         )
     settings, k = result.settings, int(result.settings.get("k", 10))
     out = [
-        H.paragraph(
-            f"Run {run_id}, {settings.get('created', '')}: {ev.describe(settings)}.", "lead"
-        )
+        H.paragraph(f"Run {run_id}, {settings.get('created', '')}: {describe(settings)}.", "lead")
     ]
     for note in [*settings.get("notes", []), *settings.get("warnings", [])]:
         out.append(H.paragraph(str(note), "note"))
@@ -65,7 +66,7 @@ def _model_headline(res: dict[str, Any], name: str, k: int) -> list[tuple[str, s
         pairs.append((f"{metric.upper()} of {name}", H.fmt_num(res.get(metric)), interval))
     sig = res.get("significance")
     if sig:
-        label = ev.significance_label(sig)
+        label = significance_label(sig)
         pairs.append(("vs best baseline", f"{sig['difference']:+.4f}", label))
     return pairs
 
@@ -133,8 +134,8 @@ def _evaluation_charts(result, k: int, figs: H.Figures) -> list[str]:
         seg_figs.append(charts.segment_chart(part, segment, f"NDCG@{k}"))
     out.append(figs.pair(seg_figs))
     out.append(H.heading(3, "Beyond accuracy"))
-    beyond = long[long["metric"].isin(ev.BEYOND_METRICS) & (long["k"] == k)]
-    beyond = beyond.assign(metric=beyond["metric"].map(ev.METRIC_LABELS))
+    beyond = long[long["metric"].isin(BEYOND_METRICS) & (long["k"] == k)]
+    beyond = beyond.assign(metric=beyond["metric"].map(METRIC_LABELS))
     out.append(figs.place(charts.beyond_accuracy(beyond, k)))
     basis = result.settings.get("diversity_basis")
     out.append(

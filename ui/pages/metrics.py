@@ -8,8 +8,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.evaluation import runner as ev
+from core.evaluation.accuracy import KS
 from core.evaluation.baselines import BASELINES, DESCRIPTIONS, FAST_BASELINES
+from core.evaluation.beyond_accuracy import BEYOND_METRICS
+from core.evaluation.results import METRIC_LABELS, EvalConfig, Evaluation, describe
+from core.evaluation.runner import load, model_curves, run, stored_runs
 from core.models.checkpoint import CheckpointError
 from core.reports import charts
 from core.reports.page import ReportError, build_report
@@ -67,7 +70,7 @@ def run_section(info) -> None:
                 "train before a cut-off time, test on each user's next item after it "
                 "(needs timestamps).",
             )
-            k = p[1].selectbox("K", list(ev.KS), index=2, key="eval_k")
+            k = p[1].selectbox("K", list(KS), index=2, key="eval_k")
             include_seen = p[2].checkbox(
                 "Rank the user's own items too",
                 key="eval_include_seen",
@@ -91,12 +94,12 @@ def run_section(info) -> None:
     with st.status("Evaluating…", expanded=True) as status:
         bar = st.progress(0.0, text="starting…")
         try:
-            result, warnings = ev.run(
+            result, warnings = run(
                 store,
                 models=models,
                 dataset=info.name,
                 baselines=baselines,
-                config=ev.EvalConfig(
+                config=EvalConfig(
                     split=split, k=int(k), exclude_seen=not include_seen, sampled=int(sampled)
                 ),
                 progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m),
@@ -115,9 +118,9 @@ def run_section(info) -> None:
     st.session_state[RUN_KEY] = result.settings["run_id"]
 
 
-def pick_run(info) -> ev.Evaluation | None:
+def pick_run(info) -> Evaluation | None:
     """The stored run to show: the one just made, or one picked from the list."""
-    runs = ev.stored_runs(get_store(), info.dataset_id)
+    runs = stored_runs(get_store(), info.dataset_id)
     if runs.empty:
         st.info("No evaluations of this dataset yet: run one above.")
         return None
@@ -134,7 +137,7 @@ def pick_run(info) -> ev.Evaluation | None:
         format_func=labels.get,
         key="eval_pick",
     )
-    return ev.load(get_store(), run_id)
+    return load(get_store(), run_id)
 
 
 def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
@@ -153,10 +156,10 @@ def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def results_section(result: ev.Evaluation) -> None:
+def results_section(result: Evaluation) -> None:
     settings = result.settings
     k = settings["k"]
-    st.markdown(f"**Protocol:** {md_escape(ev.describe(settings))}")
+    st.markdown(f"**Protocol:** {md_escape(describe(settings))}")
     for note in settings.get("notes", []) + settings.get("warnings", []):
         st.caption(md_escape(note))
     st.caption(
@@ -217,8 +220,8 @@ def results_section(result: ev.Evaluation) -> None:
         )
 
     st.subheader("Beyond accuracy")
-    beyond = long[long["metric"].isin(ev.BEYOND_METRICS) & (long["k"] == k)]
-    beyond = beyond.assign(metric=beyond["metric"].map(ev.METRIC_LABELS))
+    beyond = long[long["metric"].isin(BEYOND_METRICS) & (long["k"] == k)]
+    beyond = beyond.assign(metric=beyond["metric"].map(METRIC_LABELS))
     st.plotly_chart(charts.beyond_accuracy(beyond, k), key="eval_beyond")
     basis = settings.get("diversity_basis")
     st.caption(
@@ -233,13 +236,13 @@ def results_section(result: ev.Evaluation) -> None:
         st.subheader("Training")
         name = st.selectbox("Model", models, key="eval_curve_model")
         info = get_store().find_model(name)
-        history, memory = ev.model_curves(info.path) if info else ([], None)
+        history, memory = model_curves(info.path) if info else ([], None)
         st.plotly_chart(
             charts.training_curves(history, f"Training of {name}", memory), key="eval_training"
         )
 
 
-def report_section(info, chosen: ev.Evaluation | None) -> None:
+def report_section(info, chosen: Evaluation | None) -> None:
     """A self-contained HTML report of the dataset, the active model and the evaluation
     shown, built only when asked for (it reads stored results; nothing is retrained)."""
     store = get_store()
