@@ -29,7 +29,7 @@ import pandas as pd
 
 from core.data.ingest import EventMapping, IngestResult, ItemMapping, ingest
 from core.store import Store
-from core.training.loop import TrainConfig
+from core.training.config import TrainConfig
 from core.training.runs import train_dataset
 
 # Tiny and quick: these models only have to exist and be usable, not be good.
