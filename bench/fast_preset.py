@@ -30,8 +30,10 @@ from core.data.demo import load_demo  # noqa: E402
 from core.data.splits import leave_one_out  # noqa: E402
 from core.models.text import item_text_vectors  # noqa: E402
 from core.store import Store  # noqa: E402
-from core.training.loop import TrainConfig, ndcg_hr_at, train  # noqa: E402
+from core.training.config import TrainConfig  # noqa: E402
+from core.training.loop import train  # noqa: E402
 from core.training.runs import dataset_sequences  # noqa: E402
+from core.training.validation import ndcg_hr_at  # noqa: E402
 
 
 def popularity_val_ndcg(seqs) -> float:
@@ -95,7 +97,7 @@ def main() -> None:
         report = {
             "benchmark": "fast_preset",
             "machine": machine(),
-            "code": code_state(["core/training/loop.py", "core/models/bert.py"]),
+            "code": code_state(["core/training/", "core/models/bert.py"]),
             "data": {"users": seqs.n_users, "items": seqs.n_items, "events": len(seqs.items)},
             "text_encoder": encoder,
             "most_popular_val_ndcg@10": round(popularity_val_ndcg(seqs), 4),

@@ -6,7 +6,7 @@ Times one forward and backward pass of the loss of one training step (``M`` targ
 states of width ``D`` against a catalogue of ``N`` items) four ways, alternated ``R``
 times in one run so that the machine's state is shared: the full softmax and the sampled
 softmax (2,048 and 1,024 shared negatives, logQ-corrected, hits on the target left out),
-each as the plain PyTorch expression and as ``core.training.loop``'s tiled log-sum-exp. The
+each as the plain PyTorch expression and as ``core.training.losses``' tiled log-sum-exp. The
 defaults are a MovieLens step of the ``fast`` preset with item targets (64 windows of up
 to 50 items, two targets per item). Checks that both give the same value. Prints one
 JSON object: milliseconds per pass (median) and the plain/tiled ratio.
@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from common import code_state, log, machine  # noqa: E402
 
-from core.training.loop import _TiledLogSumExp  # noqa: E402
+from core.training.losses import _TiledLogSumExp  # noqa: E402
 
 
 def full_plain(h, table, bias, labels, neg, log_q):
@@ -87,7 +87,7 @@ def main() -> None:
     report = {
         "benchmark": "loss",
         "machine": machine(threads=torch.get_num_threads()),
-        "code": code_state(["core/training/loop.py"]),
+        "code": code_state(["core/training/losses.py"]),
         "shape": {"targets": args.targets, "items": args.items, "hidden": args.hidden},
         "ms_per_pass": ms,
         "plain_over_tiled": {

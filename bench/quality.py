@@ -63,14 +63,14 @@ from core.evaluation.results import EvalConfig  # noqa: E402
 from core.evaluation.runner import run  # noqa: E402
 from core.models.checkpoint import load_model, save_model  # noqa: E402
 from core.store import Store  # noqa: E402
-from core.training.loop import TrainConfig  # noqa: E402
+from core.training.config import TrainConfig  # noqa: E402
 from core.training.runs import train_dataset  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "amazon-beauty" / "beauty.txt"
 MEASURED_CODE = (
     "core/evaluation/",
     "core/evaluation/baselines.py",
-    "core/training/loop.py",
+    "core/training/",
     "core/models/bert.py",
 )
 PAPER = {"model": "BERT4Rec (Sun et al., CIKM 2019)", "hr@10": 0.3025, "ndcg@10": 0.1862}

@@ -41,7 +41,7 @@ from common import machine as machine_facts  # noqa: E402
 from core import interests  # noqa: E402
 from core.serving.recommend import export_top_k, load_model_data, recommend  # noqa: E402
 from core.store import Store  # noqa: E402
-from core.training.loop import TrainConfig  # noqa: E402
+from core.training.config import TrainConfig  # noqa: E402
 from core.training.runs import resolve_model, train_dataset  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "amazon-beauty" / "beauty.txt"

@@ -13,7 +13,7 @@ it back with ``core.data.sequences.load_sequences``, then:
   checkpoint separately), sequences/s, validation NDCG@10 of every epoch, the best
   one and the time to reach it, and the TEST NDCG@10/HR@10 of the best model: the
   last item of every user ranked against all items, the user's earlier items
-  excluded, given the history before it (``core.training.loop.rank_targets``);
+  excluded, given the history before it (``core.training.validation.rank_targets``);
 * times a few steps of a naive reference written here: the same model and masking,
   but every batch is 256 x 50 with no padding trimmed and no length bucketing, and
   full-softmax logits are computed for every position of the batch (cross-entropy
@@ -59,20 +59,15 @@ from core.data.sequences import Sequences, load_sequences  # noqa: E402
 from core.data.splits import leave_one_out  # noqa: E402
 from core.models.bert import PreferenceModel  # noqa: E402
 from core.store import Store  # noqa: E402
-from core.training.loop import (  # noqa: E402
-    Progress,
-    TrainConfig,
-    _step_loss,
-    mask_batch,
-    ndcg_hr_at,
-    pick_device,
-    rank_targets,
-    train,
-    training_windows,
-)
+from core.training.cluster import pick_device  # noqa: E402
+from core.training.config import TrainConfig  # noqa: E402
+from core.training.loop import Progress, train  # noqa: E402
+from core.training.losses import _step_loss  # noqa: E402
+from core.training.validation import ndcg_hr_at, rank_targets  # noqa: E402
+from core.training.windows import mask_batch, training_windows  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "amazon-beauty" / "beauty.txt"
-MEASURED_CODE = ("core/training/loop.py", "core/models/bert.py")
+MEASURED_CODE = ("core/training/", "core/models/bert.py")
 DEFAULT_EPOCHS = {"full": 10, "sampled": 20}
 DEFAULT_BUDGET_S = 480.0
 # The naive reference of issue 3, measured on this machine before any of this work.
@@ -186,7 +181,7 @@ def naive_loss(
     The timed version is a plain output layer over the whole item table (tied
     weights + bias), as in textbook BERT4Rec code. ``exact`` uses ``model.score``
     instead (padding and mask columns at -inf), which is exactly the objective
-    ``core.training.loop`` optimises; it is slower (one more pass over the logits), so the
+    ``core.training.losses`` optimises; it is slower (one more pass over the logits), so the
     timed naive step is the faster of the two.
     """
     states = model.encode(inputs)  # (batch, max_len, hidden): every position

@@ -396,7 +396,8 @@ def _model_name(store: Store, args: argparse.Namespace) -> str | None:
 
 
 def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    from core.training.loop import TrainConfig, pick_device
+    from core.training.cluster import pick_device
+    from core.training.config import TrainConfig
     from core.training.runs import train_dataset
 
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.data.demo import load_demo
 from core.store import Store
-from core.training.loop import TrainConfig
+from core.training.config import TrainConfig
 from core.training.runs import train_dataset
 
 USERS = 300

@@ -31,7 +31,7 @@ from core.data.ingest import ingest
 from core.data.loading import IngestResult
 from core.data.mapping import EventMapping, ItemMapping
 from core.store import Store
-from core.training.loop import TrainConfig
+from core.training.config import TrainConfig
 from core.training.runs import train_dataset
 
 # Tiny and quick: these models only have to exist and be usable, not be good.

@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.store import open_store
-from core.training.loop import TrainConfig
+from core.training.config import TrainConfig
 from core.training.runs import train_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from core.evaluation import baselines as B
 from core.evaluation.runner import evaluate
 from core.models.bert import ModelConfig, PreferenceModel
 from core.models.scoring import ModelScorer
-from core.training.loop import TrainConfig
+from core.training.config import TrainConfig
 
 
 def padded(rows: list[list[int]], width: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from core.data.demo import load_demo
 from core.data.ingest import ingest
 from core.store import Store, open_store
-from core.training.loop import TrainConfig
+from core.training.config import TrainConfig
 from core.training.runs import collect_run, run_status, start_run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,8 +24,9 @@ from core.evaluation.segments import segment_labels
 from core.models.bert import ModelConfig, PreferenceModel
 from core.models.scoring import ModelScorer
 from core.store import Store
-from core.training.loop import TrainConfig, rank_targets
+from core.training.config import TrainConfig
 from core.training.runs import dataset_sequences, train_dataset
+from core.training.validation import rank_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 

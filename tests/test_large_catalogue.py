@@ -21,18 +21,12 @@ from test_cli import cli
 
 from core.data.sequences import load_sequences
 from core.models.bert import ModelConfig, PreferenceModel
-from core.training.loop import (
-    _LOSS_TILE,
-    _RANK_CHUNK,
-    PRESETS,
-    TrainConfig,
-    _count_above,
-    _TiledLogSumExp,
-    pmi_item_vectors,
-    rank_targets,
-    resolve_precision,
-    train,
-)
+from core.training.cluster import resolve_precision
+from core.training.config import PRESETS, TrainConfig
+from core.training.cooccurrence import pmi_item_vectors
+from core.training.loop import train
+from core.training.losses import _LOSS_TILE, _TiledLogSumExp
+from core.training.validation import _RANK_CHUNK, rank_targets
 
 N_ITEMS = 10_000  # several chunks of both the loss and the ranking
 assert N_ITEMS > 4 * max(_LOSS_TILE, _RANK_CHUNK) // 2
@@ -122,7 +116,7 @@ def test_capped_ranking_agrees_with_the_plain_ranking_below_the_cap() -> None:
         s[torch.as_tensor(hist[row][hist[row] > 0])] = float("-inf")
         s[targets[row]] = scores[row, targets[row]]
         assert plain[row] == int((s > s[targets[row]]).sum())
-    capped = _count_above(model, hist, targets, torch.device("cpu"), batch=64, cap=10)
+    capped = rank_targets(model, hist, targets, torch.device("cpu"), batch=64, cap=10)
     below = plain < 10
     assert (capped[below] == plain[below]).all()
     assert (capped[~below] >= 10).all()

@@ -23,18 +23,11 @@ from core.models.bert import ModelConfig, PreferenceModel, append_mask
 from core.models.checkpoint import CheckpointError, load_model, save_model
 from core.serving.recommend import next_item_probabilities, recommend
 from core.store import Store
-from core.training.loop import (
-    Progress,
-    StopTraining,
-    TrainConfig,
-    mask_batch,
-    ndcg_hr_at,
-    prefix_ends,
-    train,
-    training_windows,
-    windows_ending_at,
-)
+from core.training.config import TrainConfig
+from core.training.loop import Progress, StopTraining, train
 from core.training.runs import dataset_sequences, resolve_model, train_dataset
+from core.training.validation import ndcg_hr_at
+from core.training.windows import mask_batch, prefix_ends, training_windows, windows_ending_at
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,9 @@ from core.models.bert import ModelConfig, PreferenceModel, append_mask
 from core.models.checkpoint import load_model, save_model
 from core.models.scoring import ModelScorer
 from core.serving.recommend import next_item_probabilities, top_k_all
-from core.training.loop import TrainConfig, train, transition_pairs
+from core.training.config import TrainConfig
+from core.training.loop import train
+from core.training.memory import transition_pairs
 
 
 def test_the_memory_is_the_posterior_with_the_transformer_as_prior() -> None:

@@ -40,7 +40,9 @@ import torch.nn.functional as F
 from core.data.sequences import Sequences
 from core.data.splits import EvalSplit
 from core.models.scoring import ModelScorer
-from core.training.loop import ProgressCallback, TrainConfig, train, transition_pairs
+from core.training.config import TrainConfig
+from core.training.loop import ProgressCallback, train
+from core.training.memory import transition_pairs
 
 BASELINES: tuple[str, ...] = ("pop", "recent", "itemknn", "markov", "ease", "sasrec")
 FAST_BASELINES: tuple[str, ...] = ("pop", "recent", "itemknn", "markov", "ease")

@@ -8,7 +8,7 @@ head scores every item by a dot product with the same (tied) item embeddings plu
 a per-item bias; the preference score shown to users is the softmax over items.
 
 Optional transition memory (attached after training, see
-:func:`core.training.loop.fit_transitions`): how often each item followed each other item in
+:func:`core.training.memory.fit_transitions`): how often each item followed each other item in
 the training histories. The next-item distribution then becomes the posterior mean of
 a Dirichlet whose prior is the Transformer's own prediction::
 

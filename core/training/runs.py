@@ -50,10 +50,10 @@ from core.models.checkpoint import (
 )
 from core.models.text import item_text_vectors
 from core.store import DatasetInfo, ModelInfo, Store, StoreError, validate_dataset_name
+from core.training.config import TrainConfig
 from core.training.loop import (
     ProgressCallback,
     StopTraining,
-    TrainConfig,
     TrainResult,
     train,
 )

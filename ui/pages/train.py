@@ -14,7 +14,7 @@ from core.models.checkpoint import CheckpointError
 from core.models.text import TextEncoderError
 from core.reports import charts
 from core.store import StoreError, slugify
-from core.training.loop import PRESETS, TrainConfig
+from core.training.config import PRESETS, TrainConfig
 from core.training.runs import (
     RunStatus,
     advance_queue,
