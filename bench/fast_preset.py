@@ -27,11 +27,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from common import code_state, loadavg, log, machine  # noqa: E402
 
 from core.data.demo import load_demo  # noqa: E402
+from core.data.sequences import dataset_sequences  # noqa: E402
 from core.data.splits import leave_one_out  # noqa: E402
 from core.models.text import item_text_vectors  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.training.loop import TrainConfig, ndcg_hr_at, train  # noqa: E402
-from core.training.runs import dataset_sequences  # noqa: E402
 
 
 def popularity_val_ndcg(seqs) -> float:

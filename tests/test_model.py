@@ -16,10 +16,11 @@ from _helpers import TINY
 from core.cli import main
 from core.data.demo import generate_demo, load_demo
 from core.data.ingest import EventMapping, ItemMapping, ingest
-from core.data.sequences import load_sequences
+from core.data.sequences import dataset_sequences, load_sequences
 from core.data.splits import leave_one_out
 from core.models.bert import ModelConfig, PreferenceModel, append_mask
 from core.models.checkpoint import CheckpointError, load_model, save_model
+from core.models.registry import resolve_model
 from core.serving.recommend import next_item_probabilities, recommend
 from core.store import Store
 from core.training.loop import (
@@ -33,7 +34,7 @@ from core.training.loop import (
     training_windows,
     windows_ending_at,
 )
-from core.training.runs import dataset_sequences, resolve_model, train_dataset
+from core.training.runs import train_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

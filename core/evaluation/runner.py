@@ -46,12 +46,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.data.sequences import Sequences
+from core.data.sequences import Sequences, dataset_sequences
 from core.data.splits import EvalSplit, event_times, make_split
 from core.evaluation.baselines import EASE_MAX_ITEMS, fit_baselines, sasrec_config
+from core.models.registry import model_dataset, resolve_model
 from core.models.scoring import ModelScorer, Scorer
 from core.store import ProgressFn
-from core.training.runs import dataset_sequences, model_dataset, resolve_model
 
 KS: tuple[int, ...] = (1, 5, 10, 20, 50)
 RANK_METRICS = ("hr", "ndcg", "recall", "precision")
