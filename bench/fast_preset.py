@@ -27,12 +27,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from common import code_state, loadavg, log, machine  # noqa: E402
 
 from core.data.demo import load_demo  # noqa: E402
+from core.data.sequences import dataset_sequences  # noqa: E402
 from core.data.splits import leave_one_out  # noqa: E402
 from core.models.text import item_text_vectors  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.training.config import TrainConfig  # noqa: E402
 from core.training.loop import train  # noqa: E402
-from core.training.runs import dataset_sequences  # noqa: E402
 from core.training.validation import ndcg_hr_at  # noqa: E402
 
 

@@ -54,9 +54,9 @@ def vectors_cached(store: Store, model: str | None) -> bool | None:
     """Whether the model's interest vectors are in the cache already (None: no model)."""
     if model is None:
         return None
+    from core.models.registry import resolve_model
     from core.serving import interests
     from core.serving.recommend import load_model_data
-    from core.training.runs import resolve_model
 
     data = load_model_data(store, resolve_model(store, model))
     return store.vector_matrix(interests.KIND, data.owner) is not None

@@ -38,11 +38,12 @@ import torch
 from common import ROOT, code_state, ingest_beauty, loadavg, log  # noqa: E402  (bench/common.py)
 from common import machine as machine_facts  # noqa: E402
 
-from core import interests  # noqa: E402
+from core.models.registry import resolve_model  # noqa: E402
+from core.serving import interests  # noqa: E402
 from core.serving.recommend import export_top_k, load_model_data, recommend  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.training.config import TrainConfig  # noqa: E402
-from core.training.runs import resolve_model, train_dataset  # noqa: E402
+from core.training.runs import train_dataset  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "amazon-beauty" / "beauty.txt"
 MEASURED_CODE = (

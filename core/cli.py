@@ -13,190 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from core.store import DEFAULT_DB, Store, StoreError
-
-
-class UsageError(Exception):
-    """A mistake in the command line itself."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would print usage and exit 2 itself
-        raise UsageError(message)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m core", description="RecLens command line")
-    parser.add_argument("--db", default=str(DEFAULT_DB), help="database file (%(default)s)")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    demo = sub.add_parser("demo", help="generate the demo dataset")
-    demo.add_argument("--dataset", default="demo")
-    demo.add_argument("--users", type=int, default=3000)
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--replace", action="store_true")
-    demo.add_argument("--json", action="store_true")
-
-    ing = sub.add_parser("ingest", help="load a behaviour log (and an item file)")
-    ing.add_argument("--dataset", required=True)
-    ing.add_argument("--events", required=True, help="CSV/TSV/Parquet behaviour log")
-    ing.add_argument("--items", help="optional item file (id, title, categories, text)")
-    ing.add_argument("--sep", help="delimiter (default: sniffed); \\t for tab")
-    ing.add_argument("--no-header", action="store_true", help="the file has no header line")
-    ing.add_argument("--encoding", default="auto", choices=["auto", "utf-8", "latin-1"])
-    for role in ("user", "item", "time", "type", "value"):
-        ing.add_argument(f"--{role}-col", help=f"{role} column: name or 1-based position")
-    ing.add_argument("--min-value", type=float, help="keep events with value >= X")
-    ing.add_argument("--item-id-col", help="the item file's id column")
-    ing.add_argument("--title-col", help="item titles: in the item file, else in the log")
-    ing.add_argument("--category-col", help="item categories: in the item file, else the log")
-    ing.add_argument("--category-sep", default="|")
-    ing.add_argument("--text-col", help="item descriptions: in the item file, else the log")
-    ing.add_argument("--min-user-events", type=int, default=1)
-    ing.add_argument("--min-item-events", type=int, default=1)
-    ing.add_argument("--collapse-repeats", action="store_true")
-    ing.add_argument("--replace", action="store_true", help="replace a dataset of that name")
-    ing.add_argument("--json", action="store_true")
-
-    ds = sub.add_parser("datasets", help="list the datasets")
-    ds.add_argument("--json", action="store_true")
-
-    stats = sub.add_parser("stats", help="figures of one dataset")
-    stats.add_argument("--dataset", required=True)
-    stats.add_argument("--json", action="store_true")
-
-    drop = sub.add_parser("drop", help="delete a dataset")
-    drop.add_argument("--dataset", required=True)
-
-    tr = sub.add_parser("train", help="train the BERT preference model on a dataset")
-    tr.add_argument("--dataset", required=True)
-    tr.add_argument("--name", help="model name (default: DATASET-PRESET-TIMESTAMP)")
-    tr.add_argument("--out", help="model directory (default: data/models/NAME)")
-    tr.add_argument("--preset", default="fast", choices=["fast", "balanced", "quality"])
-    tr.add_argument("--epochs", type=int)
-    tr.add_argument("--max-len", type=int)
-    tr.add_argument("--hidden", type=int)
-    tr.add_argument("--layers", type=int)
-    tr.add_argument("--heads", type=int)
-    tr.add_argument("--batch", type=int)
-    tr.add_argument("--lr", type=float)
-    tr.add_argument("--mask-prob", type=float)
-    tr.add_argument("--dropout", type=float)
-    tr.add_argument(
-        "--next-items",
-        type=float,
-        metavar="SHARE",
-        help="share (0-1) of every history's next-item prefixes added to each epoch",
-    )
-    tr.add_argument(
-        "--attention",
-        choices=["bidirectional", "prefix"],
-        help="prefix: each item sees only the ones before it and every prefix of a window "
-        "trains in one pass; bidirectional: BERT4Rec's cloze windows",
-    )
-    tr.add_argument(
-        "--item-targets",
-        action=argparse.BooleanOptionalAction,
-        help="with prefix attention, also train each item's own state on the next item "
-        "(the fast preset does)",
-    )
-    tr.add_argument(
-        "--event-types",
-        action="store_true",
-        help="embed each event's type (view, cart, ...) when the dataset has several",
-    )
-    tr.add_argument(
-        "--no-transitions",
-        action="store_true",
-        help="never add a transition memory (what followed each item in training)",
-    )
-    tr.add_argument("--loss", choices=["auto", "full", "sampled"])
-    tr.add_argument("--text-encoder", help="auto | none | PATH of a BERT-family model folder")
-    tr.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    tr.add_argument(
-        "--item-init",
-        choices=["random", "pmi"],
-        help="item embeddings' start (default: the preset's, pmi = from co-occurrence)",
-    )
-    tr.add_argument(
-        "--precision",
-        choices=["auto", "float32", "bfloat16"],
-        help="training steps: auto = bfloat16 on CUDA and on CPUs with native bfloat16",
-    )
-    tr.add_argument("--seed", type=int)
-    tr.add_argument("--time-budget", type=float, help="stop after SECONDS (best epoch kept)")
-    tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    tr.add_argument(
-        "--replace",
-        action="store_true",
-        help="replace the model called --name (same dataset only); without it a taken "
-        "name gets a free one (NAME-2, ...), said on stderr",
-    )
-    tr.add_argument(
-        "--nproc",
-        type=int,
-        default=1,
-        help="data-parallel processes on this machine (torchrun; GPUs or CPU cores)",
-    )
-    tr.add_argument("--json", action="store_true")
-
-    models = sub.add_parser("models", help="list the trained models")
-    models.add_argument("--json", action="store_true")
-
-    rec = sub.add_parser("recommend", help="top-K items for a user")
-    rec.add_argument("--model", required=True, help="a registered model name or a directory")
-    rec.add_argument("--user", help="a user of the model's dataset")
-    rec.add_argument("--k", type=int, default=10)
-    rec.add_argument("--include-seen", action="store_true")
-    rec.add_argument(
-        "--history", help="ITEM,ITEM,... rank for this history instead (what-if, cold user)"
-    )
-    rec.add_argument(
-        "--explain", action="store_true", help="attribute each item to the history (occlusion)"
-    )
-    rec.add_argument("--json", action="store_true")
-
-    inter = sub.add_parser("interests", help="a user's interest vector, affinity and drift")
-    inter.add_argument("--model", required=True, help="a registered model name or a directory")
-    inter.add_argument("--user", required=True)
-    inter.add_argument("--level", default="all", choices=["all", "main"], help="categories")
-    inter.add_argument("--k", type=int, default=10, help="neighbours and aligned items")
-    inter.add_argument("--json", action="store_true")
-
-    exp = sub.add_parser("export", help="top-K of every user to Parquet or CSV")
-    exp.add_argument("--model", required=True, help="a registered model name or a directory")
-    exp.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
-    exp.add_argument("--k", type=int, default=20)
-    exp.add_argument("--include-seen", action="store_true")
-    exp.add_argument("--json", action="store_true")
-
-    ev = sub.add_parser("evaluate", help="full-ranking evaluation of a model against baselines")
-    ev.add_argument("--model", action="append", help="a registered model name or a directory")
-    ev.add_argument("--dataset", help="evaluate baselines alone on this dataset")
-    ev.add_argument("--split", choices=["loo", "time"], default="loo")
-    ev.add_argument(
-        "--baselines",
-        default="pop,recent,itemknn,markov,ease",
-        help="comma-separated pop,recent,itemknn,markov,ease,sasrec | all | none (%(default)s)",
-    )
-    ev.add_argument("--k", type=int, default=10, help="K of the headline figures (%(default)s)")
-    ev.add_argument("--sampled", type=int, default=0, help="also rank against N sampled negatives")
-    ev.add_argument("--sampling", choices=["popularity", "uniform"], default="popularity")
-    ev.add_argument("--include-seen", action="store_true", help="rank the user's own items too")
-    ev.add_argument("--ease-max-items", type=int, help="skip EASE above this many items (20000)")
-    ev.add_argument("--no-save", action="store_true", help="do not store the results")
-    ev.add_argument("--json", action="store_true")
-
-    rep = sub.add_parser("report", help="one self-contained HTML page of what RecLens found")
-    rep.add_argument("--dataset", required=True)
-    rep.add_argument("--model", help="a registered model name or a directory (of the dataset)")
-    rep.add_argument("--evaluation", help="a stored evaluation run id (default: the latest)")
-    rep.add_argument("--out", required=True, help="FILE.html")
-    rep.add_argument(
-        "--users", help="U1,U2,...: example users (default: the first of each segment, up to 5)"
-    )
-    rep.add_argument("--json", action="store_true")
-    return parser
+from core.cli_parser import UsageError, build_parser
+from core.store import Store, StoreError
 
 
 def _unescape(sep: str | None) -> str | None:
@@ -379,7 +197,7 @@ def _cmd_drop(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 def _model_name(store: Store, args: argparse.Namespace) -> str | None:
     """``--name``, or a free name like it when a model already uses it (said on stderr)."""
-    from core.training.runs import claim_model_name, free_model_name
+    from core.models.registry import claim_model_name, free_model_name
 
     if not args.name or args.replace or args.resume:
         return args.name
@@ -396,9 +214,9 @@ def _model_name(store: Store, args: argparse.Namespace) -> str | None:
 
 
 def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
+    from core.services import train_model
     from core.training.cluster import pick_device
     from core.training.config import TrainConfig
-    from core.training.runs import train_dataset
 
     try:
         config = TrainConfig.from_preset(
@@ -431,51 +249,17 @@ def _cmd_train(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     _check_positive(
         args, ("epochs", "max_len", "hidden", "layers", "heads", "batch", "lr", "nproc")
     )
-    name = _model_name(store, args)
-    if args.nproc > 1:
-        from core.training.runs import train_distributed
-
-        model, record = train_distributed(
-            store,
-            args.dataset,
-            config,
-            nproc=args.nproc,
-            name=name,
-            out_dir=args.out,
-            resume=args.resume,
-            replace=args.replace,
-        )
-        return {
-            "model": model.name,
-            "path": model.path,
-            "epochs": record["epochs"],
-            "best_epoch": record["best_epoch"],
-            "best_val_ndcg@10": record["metrics"]["val_ndcg@10"],
-            "seconds": record["seconds"],
-            "dataset": model.dataset,
-            "nproc": args.nproc,
-        }
-    bar = _train_bar(args.json)
-    model, result = train_dataset(
+    return train_model(
         store,
         args.dataset,
         config,
-        name=name,
+        nproc=args.nproc,
+        name=_model_name(store, args),
         out_dir=args.out,
         resume=args.resume,
         replace=args.replace,
-        callback=bar,
+        callback=_train_bar(args.json),
     )
-    return {
-        "model": model.name,
-        "path": model.path,
-        "epochs": len(result.history),
-        "best_epoch": result.best_epoch,
-        "best_val_ndcg@10": result.best_val_ndcg10,
-        "transition_memory": result.transitions.get("kept", False),
-        "seconds": round(result.seconds, 2),
-        "dataset": model.dataset,
-    }
 
 
 def _check_positive(args: argparse.Namespace, names: Sequence[str]) -> None:
@@ -522,8 +306,9 @@ def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     if args.user is None and args.history is None:
         raise UsageError("give --user USER_ID, or --history ITEM,ITEM,... (or both)")
     from core.common.tables import category_list, text_or_empty
-    from core.serving.recommend import because_of, encode_history, recommend
-    from core.training.runs import model_dataset, resolve_model
+    from core.models.registry import model_dataset, resolve_model
+    from core.services import recommend_with_reasons
+    from core.serving.recommend import encode_history
 
     saved = resolve_model(store, args.model)
     for warning in saved.warnings:
@@ -535,23 +320,19 @@ def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         history = store.user_history(dataset.dataset_id, args.user)
         if not history:
             raise UsageError(f"user {args.user!r} has no events in dataset {dataset.name!r}")
-    top = recommend(saved, history, k=args.k, exclude_seen=not args.include_seen)
-    wanted = list(top["item_id"]) + (history if args.explain else [])
+    ranked = recommend_with_reasons(
+        saved, history, args.k, not args.include_seen, explained=args.explain
+    )
+    wanted = list(ranked.top["item_id"]) + (history if args.explain else [])
     details = store.item_details(dataset.dataset_id, wanted).set_index("item_id")
-    explanations = {}
-    if args.explain:
-        from core.serving.recommend import explain
-
-        explanations = explain(saved, history, list(top["item_id"]))
 
     def title(item_id: str) -> str | None:
         if item_id not in details.index:
             return None
         return text_or_empty(details.at[item_id, "title"]) or None
 
-    reasons = because_of(explanations, list(top["item_id"]), n=3) if args.explain else []
     items = []
-    for n, row in enumerate(top.itertuples(index=False)):
+    for n, row in enumerate(ranked.top.itertuples(index=False)):
         item = {"item_id": row.item_id, "score": float(row.score)}
         if row.item_id in details.index:
             item["title"] = title(row.item_id)
@@ -563,9 +344,9 @@ def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
                     "title": title(e.history_item),
                     "contribution": float(e.contribution),
                 }
-                for e in explanations[row.item_id].itertuples(index=False)
+                for e in ranked.explanations[row.item_id].itertuples(index=False)
             ]
-            item["because_of"] = reasons[n]
+            item["because_of"] = ranked.because[n]
         items.append(item)
     result = {"user": args.user, "model": saved.name, "items": items}
     if args.history is not None:
@@ -576,9 +357,9 @@ def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_interests(store: Store, args: argparse.Namespace) -> dict[str, Any]:
+    from core.models.registry import resolve_model
     from core.serving.interests import user_report
     from core.serving.recommend import load_model_data
-    from core.training.runs import resolve_model
 
     if args.k <= 0:
         raise UsageError("--k must be positive")
@@ -596,8 +377,8 @@ def _cmd_export(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--k must be positive")
     if not args.out.lower().endswith((".parquet", ".pq", ".csv")):
         raise UsageError(f"{args.out}: the export file must end in .parquet or .csv")
+    from core.models.registry import resolve_model
     from core.serving.recommend import export_top_k, load_model_data
-    from core.training.runs import resolve_model
 
     saved = resolve_model(store, args.model)
     for warning in saved.warnings:
@@ -673,87 +454,106 @@ def _cmd_report(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_human(command: str, result: Any) -> None:
-    if command == "evaluate":
-        from core.evaluation.results import describe
-        from core.evaluation.statistics import significance_label
+    """``result`` of ``command`` for a reader: its own printer, else ``key: value`` lines."""
+    _PRINTERS.get(command, _print_fields)(result)
 
-        settings, k = result["settings"], result["settings"]["k"]
-        print(describe(settings))
-        head = f"{'NDCG@' + str(k):>16} {'HR@' + str(k):>16} {'MRR':>8} {'cov@' + str(k):>7}"
-        print(f"{'':<28} {head}")
-        for name, res in result["results"].items():
-            ci = res["ci"]
-            print(
-                f"{name:<28} {res[f'ndcg@{k}']:.4f} ±{_half(ci[f'ndcg@{k}']):.4f}"
-                f"  {res[f'hr@{k}']:.4f} ±{_half(ci[f'hr@{k}']):.4f} {res['mrr']:>8.4f}"
-                f" {res[f'coverage@{k}']:>7.3f}  {significance_label(res.get('significance'))}"
-            )
-            if "sampled" in res:
-                sampled = res["sampled"]
-                print(
-                    f"{'  (sampled)':<28} {sampled[f'ndcg@{k}']:.4f}{'':>8}"
-                    f"  {sampled[f'hr@{k}']:.4f}{'':>8} {sampled['mrr']:>8.4f}"
-                )
-        for note in settings.get("notes", []):
-            print(f"note: {note}")
-        return
-    if command == "datasets":
-        if not result:
-            print("no datasets yet: run `python -m core demo` or `python -m core ingest ...`")
-        for d in result:
-            print(
-                f"{d['name']:<24} {d['events']:>10,} events {d['users']:>8,} users "
-                f"{d['items']:>8,} items"
-            )
-        return
-    if command in ("ingest", "demo"):
-        print(
-            f"loaded {result['dataset']}: {result['events']:,} events, {result['users']:,} "
-            f"users, {result['items']:,} items"
-        )
-        for role, used in result.get("mapping", {}).items():
-            print(f"{role:>5}: {used['column']} ({used['reason']})")
-        dropped = {k: v for k, v in result["dropped"].items() if v}
-        print("dropped: " + (", ".join(f"{k}={v:,}" for k, v in dropped.items()) or "nothing"))
-        for ex in result.get("report", {}).get("examples", []):
-            print(f"  line {ex['line']}: {ex['problem']}")
-        for note in result.get("report", {}).get("notes", []):
-            print(f"note: {note}")
-        if result.get("hint"):
-            print(f"hint: {result['hint']}")
-        return
-    if command == "drop":
-        print(f"dropped {result['dropped']}")
-        return
-    if command == "models":
-        if not result:
-            print("no models yet: run `python -m core train --dataset NAME`")
-        for m in result:
-            ndcg = m["metrics"].get("val_ndcg@10", 0)
-            print(f"{m['name']:<40} {m['dataset']:<20} val NDCG@10 {ndcg:.4f}")
-        return
-    if command == "interests":
-        top = ", ".join(f"{c['category']} {c['affinity']:.2f}" for c in result["categories"][:5])
-        shifts = [d["step"] for d in result["drift"] if d["shift"]]
-        print(f"user {result['user']}: {len(result['drift'])} steps; top categories: {top or '—'}")
-        print("interest shifts at steps: " + (", ".join(map(str, shifts)) or "none"))
-        print("nearest users: " + ", ".join(n["user_id"] for n in result["neighbours"]))
-        return
-    if command == "export":
-        print(f"wrote {result['rows']:,} rows ({result['users']:,} users) to {result['path']}")
-        return
-    if command == "recommend":
-        for rank, item in enumerate(result["items"], 1):
-            print(
-                f"{rank:>3}. {item['item_id']:<16} {item['score']:.4f}  {item.get('title') or ''}"
-            )
-            parts = {p["item_id"]: p for p in item.get("explanation", [])}
-            for reason in item.get("because_of", []):
-                print(f"       {parts[reason]['contribution']:+.4f}  because of {reason}")
-        return
+
+def _print_fields(result: dict[str, Any]) -> None:
     for key, value in result.items():
         if key != "report":
             print(f"{key}: {value}")
+
+
+def _print_evaluation(result: dict[str, Any]) -> None:
+    from core.evaluation.results import describe
+    from core.evaluation.statistics import significance_label
+
+    settings, k = result["settings"], result["settings"]["k"]
+    print(describe(settings))
+    head = f"{'NDCG@' + str(k):>16} {'HR@' + str(k):>16} {'MRR':>8} {'cov@' + str(k):>7}"
+    print(f"{'':<28} {head}")
+    for name, res in result["results"].items():
+        ci = res["ci"]
+        print(
+            f"{name:<28} {res[f'ndcg@{k}']:.4f} ±{_half(ci[f'ndcg@{k}']):.4f}"
+            f"  {res[f'hr@{k}']:.4f} ±{_half(ci[f'hr@{k}']):.4f} {res['mrr']:>8.4f}"
+            f" {res[f'coverage@{k}']:>7.3f}  {significance_label(res.get('significance'))}"
+        )
+        if "sampled" in res:
+            sampled = res["sampled"]
+            print(
+                f"{'  (sampled)':<28} {sampled[f'ndcg@{k}']:.4f}{'':>8}"
+                f"  {sampled[f'hr@{k}']:.4f}{'':>8} {sampled['mrr']:>8.4f}"
+            )
+    for note in settings.get("notes", []):
+        print(f"note: {note}")
+
+
+def _print_datasets(result: list[dict[str, Any]]) -> None:
+    if not result:
+        print("no datasets yet: run `python -m core demo` or `python -m core ingest ...`")
+    for d in result:
+        print(
+            f"{d['name']:<24} {d['events']:>10,} events {d['users']:>8,} users "
+            f"{d['items']:>8,} items"
+        )
+
+
+def _print_loaded(result: dict[str, Any]) -> None:
+    """What ``ingest`` and ``demo`` loaded: counts, mapping, what was dropped and why."""
+    print(
+        f"loaded {result['dataset']}: {result['events']:,} events, {result['users']:,} "
+        f"users, {result['items']:,} items"
+    )
+    for role, used in result.get("mapping", {}).items():
+        print(f"{role:>5}: {used['column']} ({used['reason']})")
+    dropped = {k: v for k, v in result["dropped"].items() if v}
+    print("dropped: " + (", ".join(f"{k}={v:,}" for k, v in dropped.items()) or "nothing"))
+    for ex in result.get("report", {}).get("examples", []):
+        print(f"  line {ex['line']}: {ex['problem']}")
+    for note in result.get("report", {}).get("notes", []):
+        print(f"note: {note}")
+    if result.get("hint"):
+        print(f"hint: {result['hint']}")
+
+
+def _print_models(result: list[dict[str, Any]]) -> None:
+    if not result:
+        print("no models yet: run `python -m core train --dataset NAME`")
+    for m in result:
+        ndcg = m["metrics"].get("val_ndcg@10", 0)
+        print(f"{m['name']:<40} {m['dataset']:<20} val NDCG@10 {ndcg:.4f}")
+
+
+def _print_interests(result: dict[str, Any]) -> None:
+    top = ", ".join(f"{c['category']} {c['affinity']:.2f}" for c in result["categories"][:5])
+    shifts = [d["step"] for d in result["drift"] if d["shift"]]
+    print(f"user {result['user']}: {len(result['drift'])} steps; top categories: {top or '—'}")
+    print("interest shifts at steps: " + (", ".join(map(str, shifts)) or "none"))
+    print("nearest users: " + ", ".join(n["user_id"] for n in result["neighbours"]))
+
+
+def _print_recommendations(result: dict[str, Any]) -> None:
+    for rank, item in enumerate(result["items"], 1):
+        print(f"{rank:>3}. {item['item_id']:<16} {item['score']:.4f}  {item.get('title') or ''}")
+        parts = {p["item_id"]: p for p in item.get("explanation", [])}
+        for reason in item.get("because_of", []):
+            print(f"       {parts[reason]['contribution']:+.4f}  because of {reason}")
+
+
+_PRINTERS = {
+    "evaluate": _print_evaluation,
+    "datasets": _print_datasets,
+    "ingest": _print_loaded,
+    "demo": _print_loaded,
+    "drop": lambda result: print(f"dropped {result['dropped']}"),
+    "models": _print_models,
+    "interests": _print_interests,
+    "export": lambda result: print(
+        f"wrote {result['rows']:,} rows ({result['users']:,} users) to {result['path']}"
+    ),
+    "recommend": _print_recommendations,
+}
 
 
 def _half(interval: Sequence[float]) -> float:
@@ -784,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from core.data.mapping import IngestError
 
     try:
-        args = _parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
         store = Store(args.db)
         handler = {
             "demo": _cmd_demo,

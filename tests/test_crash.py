@@ -28,9 +28,10 @@ from test_cli import assert_user_error
 from core.data.demo import load_demo
 from core.data.ingest import ingest
 from core.models.checkpoint import CheckpointError, load_model, save_model
+from core.models.registry import resolve_model
 from core.store import SCHEMA_VERSION, Store, StoreError
 from core.training.config import TrainConfig
-from core.training.runs import collect_run, resolve_model, run_status, start_run, train_dataset
+from core.training.runs import collect_run, run_status, start_run, train_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from core.data.demo import load_demo
+from core.data.sequences import dataset_sequences
 from core.models.bert import PreferenceModel
 from core.models.checkpoint import load_model
 from core.store import Store
 from core.training.config import TrainConfig
 from core.training.loop import train
-from core.training.runs import dataset_sequences
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(

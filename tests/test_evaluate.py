@@ -13,7 +13,7 @@ import pytest
 import torch
 from _helpers import seqs_of
 
-from core.data.sequences import load_sequences
+from core.data.sequences import dataset_sequences, load_sequences
 from core.data.splits import leave_one_out, loo_split, make_split, time_split
 from core.evaluation import accuracy, beyond_accuracy, statistics
 from core.evaluation.baselines import FAST_BASELINES, fit_baselines
@@ -25,7 +25,7 @@ from core.models.bert import ModelConfig, PreferenceModel
 from core.models.scoring import ModelScorer
 from core.store import Store
 from core.training.config import TrainConfig
-from core.training.runs import dataset_sequences, train_dataset
+from core.training.runs import train_dataset
 from core.training.validation import rank_targets
 
 ROOT = Path(__file__).resolve().parents[1]

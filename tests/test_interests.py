@@ -12,10 +12,10 @@ import pytest
 import torch
 from _trained import MODEL, USERS, copy_of_trained
 
+from core.models.registry import resolve_model
 from core.serving import interests
 from core.serving.recommend import encode_history, head_states, load_model_data
 from core.store import Store
-from core.training.runs import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,15 +17,16 @@ from core.cli import main
 from core.data.demo import generate_demo, load_demo
 from core.data.ingest import ingest
 from core.data.mapping import EventMapping, ItemMapping
-from core.data.sequences import load_sequences
+from core.data.sequences import dataset_sequences, load_sequences
 from core.data.splits import leave_one_out
 from core.models.bert import ModelConfig, PreferenceModel, append_mask
 from core.models.checkpoint import CheckpointError, load_model, save_model
+from core.models.registry import resolve_model
 from core.serving.recommend import next_item_probabilities, recommend
 from core.store import Store
 from core.training.config import TrainConfig
 from core.training.loop import Progress, StopTraining, train
-from core.training.runs import dataset_sequences, resolve_model, train_dataset
+from core.training.runs import train_dataset
 from core.training.validation import ndcg_hr_at
 from core.training.windows import mask_batch, prefix_ends, training_windows, windows_ending_at
 

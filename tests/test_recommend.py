@@ -14,6 +14,7 @@ import pytest
 from _trained import MODEL, USERS, copy_of_trained
 
 from core.data.splits import validation_users
+from core.models.registry import resolve_model
 from core.serving import interests
 from core.serving.recommend import (
     baseline_list,
@@ -28,7 +29,6 @@ from core.serving.recommend import (
     top_k_all,
 )
 from core.store import Store
-from core.training.runs import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

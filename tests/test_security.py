@@ -243,7 +243,7 @@ def test_a_config_claiming_huge_sizes_fails_before_allocating(
 
 def test_a_run_named_like_another_datasets_model_is_refused(trained_copy: Store) -> None:
     from core.data.demo import load_demo
-    from core.training.runs import claim_model_name, free_model_name
+    from core.models.registry import claim_model_name, free_model_name
 
     load_demo(trained_copy, "shop", n_users=40)
     before = trained_copy.table_fingerprints()
@@ -264,7 +264,7 @@ def test_a_run_named_like_another_datasets_model_is_refused(trained_copy: Store)
 def test_the_app_imports_models_only_from_its_model_home(
     trained_copy: Store, tmp_path: Path
 ) -> None:
-    from core.training.runs import import_model, importable_models, model_home
+    from core.models.registry import import_model, importable_models, model_home
 
     source = Path(trained_copy.get_model("demo-test").path)
     home = model_home(trained_copy)

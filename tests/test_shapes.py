@@ -12,6 +12,7 @@ import pytest
 from shapes import HEAVY_EVENTS, ODD_ITEMS, ODD_USERS, SHAPES, copy_of_shape
 
 from core.evaluation import runner
+from core.models.registry import resolve_model
 from core.serving import interests
 from core.serving.recommend import (
     baseline_list,
@@ -21,7 +22,6 @@ from core.serving.recommend import (
     top_k_table,
 )
 from core.store import Store
-from core.training.runs import resolve_model
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from shapes import copy_of_shape, ids_only_changed, load_shape
 from streamlit.testing.v1 import AppTest
 
 from core.cli import main
+from core.models.registry import lost_model_message, model_warning, resolve_model
 from core.store import Store, StoreError, open_store
-from core.training.runs import lost_model_message, model_warning, resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180

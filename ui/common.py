@@ -5,20 +5,13 @@ UI code only: the figures and queries themselves live in ``core``.
 
 from __future__ import annotations
 
-import logging
-import os
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
 from core.common import escape
-from core.data.uploads import sweep
-from core.serving.exports import PREFIX as EXPORT_PREFIX
-from core.store import DatasetInfo, Store, open_store
-from core.training.runs import data_home, first_start, lost_model_message
-
-log = logging.getLogger("reclens")
+from core.models.registry import lost_model_message
+from core.services import open_app_store
+from core.store import DatasetInfo, Store
 
 ACTIVE_DATASET = "active_dataset"
 # A page that creates a dataset sets this; the picker switches to it on the next run
@@ -31,24 +24,9 @@ md_escape = escape.markdown
 
 @st.cache_resource(show_spinner="Opening the database…")
 def get_store() -> Store:
-    """The process-wide store; a new database gets the demo dataset on first start."""
-    store = open_store()
-    # No session holds an upload or an export before this runs.
-    swept = sweep(upload_home(store)) + sweep(export_home(store), EXPORT_PREFIX)
-    if swept:
-        log.info("deleted %d uploaded or exported file(s) left by an earlier run", swept)
-    first_start(store, autotrain=os.environ.get("RECLENS_AUTOTRAIN", "1") != "0")
-    return store
-
-
-def upload_home(store: Store) -> Path:
-    """Where the page keeps its private copies of uploads (``uploads/`` beside the database)."""
-    return data_home(store) / "uploads"
-
-
-def export_home(store: Store) -> Path:
-    """Where the page writes exports before they are downloaded (``exports/``)."""
-    return data_home(store) / "exports"
+    """The process-wide store, opened once (a new database gets the demo dataset on first
+    start: :func:`core.services.open_app_store`)."""
+    return open_app_store()
 
 
 def datasets() -> list[DatasetInfo]:

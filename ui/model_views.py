@@ -11,10 +11,10 @@ import pandas as pd
 import streamlit as st
 
 from core.models.checkpoint import CheckpointError
+from core.models.registry import resolve_model
 from core.serving import interests
 from core.serving.recommend import ModelData, fit_side_baseline, load_model_data
 from core.store import StoreError
-from core.training.runs import resolve_model
 from ui.common import ACTIVE_MODEL, active_dataset, get_store, md_escape
 
 # The user both pages look at (a plain key: it survives page switches).

@@ -3,7 +3,9 @@
 DuckDB orders each user's events (time, then file order) and aggregates them
 into lists; the lists reach numpy through Arrow without a Python loop over
 users or events. Items are re-indexed 1..n by popularity; 0 is padding and
-``n + 1`` is reserved for the mask token of masked-item training.
+``n + 1`` is reserved for the mask token of masked-item training. What training,
+evaluation and serving read is :func:`dataset_sequences`: the log's sequences with the
+catalogue-only items appended to the vocabulary.
 """
 
 from __future__ import annotations
@@ -130,3 +132,17 @@ def load_sequences(store: Store, dataset: str, with_types: bool = False) -> Sequ
     types, names = store.event_types_arrow(info.dataset_id)
     values = types.column("types").combine_chunks().values.to_numpy(zero_copy_only=False)
     return replace(seqs, types=values.astype(np.int32, copy=False), type_names=tuple(names))
+
+
+def dataset_sequences(store: Store, dataset: str, with_types: bool = False) -> Sequences:
+    """The dataset's sequences, with catalogue-only items appended to the vocabulary.
+
+    Items that appear only in the item file get indices after every item with
+    events, so the model can score them from their text (cold start).
+    """
+    seqs = load_sequences(store, dataset, with_types)
+    extra = store.catalog_only_items(store.get_dataset(dataset).dataset_id)
+    if not extra:
+        return seqs
+    item_ids = np.concatenate([seqs.item_ids, np.asarray(extra, dtype=object)])
+    return replace(seqs, item_ids=item_ids)

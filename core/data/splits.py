@@ -204,7 +204,7 @@ def make_split(seqs: Sequences, kind: str = "loo", times: np.ndarray | None = No
 
 
 def event_times(store, dataset: str) -> np.ndarray | None:
-    """Unix time of every event, aligned with :func:`core.training.runs.dataset_sequences`'s items;
+    """Unix time of every event, aligned with :func:`core.data.sequences.dataset_sequences`'s items;
     None when the dataset has no timestamps."""
     info = store.get_dataset(dataset)
     if not info.has_time:

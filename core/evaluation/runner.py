@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.data.sequences import Sequences
+from core.data.sequences import Sequences, dataset_sequences
 from core.data.splits import EvalSplit, event_times, make_split
 from core.evaluation.accuracy import KS, per_user_metrics
 from core.evaluation.baselines import EASE_MAX_ITEMS, fit_baselines, sasrec_config
@@ -58,9 +58,9 @@ from core.evaluation.results import EvalConfig, Evaluation
 from core.evaluation.segments import segment_figures, segment_labels
 from core.evaluation.statistics import bootstrap_ci, paired_comparison, poisson_weights
 from core.models.checkpoint import SavedModel
+from core.models.registry import model_dataset, resolve_model
 from core.models.scoring import ModelScorer, Scorer
 from core.store import ProgressFn
-from core.training.runs import dataset_sequences, model_dataset, resolve_model
 
 # --------------------------------------------------------------------------- one split
 

@@ -1,2 +1,3 @@
 """Models: the BERT preference model, the pretrained text encoder, model folders
-(checkpoints) and the scorer interface evaluation and serving rank with."""
+(checkpoints) and their registry against the store (names, import, lookup), and the
+scorer interface evaluation and serving rank with."""

@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from core.evaluation.runner import model_curves, stored_runs
+from core.models.registry import resolve_model
 from core.reports import charts
 from core.reports import markup as H
 from core.reports import users as report_users
@@ -62,7 +63,6 @@ from core.reports.evaluation import evaluation_section
 from core.reports.markup import ReportError, no_categories
 from core.serving.recommend import load_model_data
 from core.store import DatasetInfo, Store
-from core.training.runs import resolve_model
 
 LONG_TAIL_POINTS = 2_000  # ranks drawn on the long tail (log-spaced)
 SECTIONS = {

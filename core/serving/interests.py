@@ -37,13 +37,12 @@ import torch
 from core.data.sequences import Sequences
 from core.serving.recommend import (
     ModelData,
-    ProgressFn,
     batched_states,
     encode_history,
     head_states,
     logits_from_states,
 )
-from core.store import Store, StoreError
+from core.store import ProgressFn, Store, StoreError
 
 KIND = "interest"
 SHIFT_PERSIST = 5

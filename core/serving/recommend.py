@@ -30,12 +30,12 @@ import pyarrow as pa
 import torch
 
 from core.common.tables import category_list, text_or_empty
-from core.data.sequences import Sequences
+from core.data.sequences import Sequences, dataset_sequences
 from core.data.splits import leave_one_out
 from core.evaluation import baselines
 from core.models.checkpoint import SavedModel
+from core.models.registry import model_dataset
 from core.store import ProgressFn, Store
-from core.training.runs import dataset_sequences, model_dataset
 
 
 def item_index(saved: SavedModel) -> dict[str, int]:

@@ -7,7 +7,8 @@ writer of the database, hands the worker its inputs as files in a run folder
 never opens the database. It reports progress by appending JSON lines to
 ``progress.jsonl``, stops when a ``stop`` file appears, checkpoints every epoch
 (so a stopped or killed run resumes), and finally writes the model directory and
-``result.json``; the app then registers the model (:func:`collect_run`).
+``result.json``; the app then registers the model (:func:`collect_run`). Model names
+and the model home are :mod:`core.models.registry`'s.
 
 A run with ``nproc`` > 1 starts its worker under ``torchrun`` (data-parallel, see
 :mod:`core.training.loop`); rank 0 writes the progress, checkpoints and the model. For
@@ -29,27 +30,19 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from core.data.demo import load_demo
-from core.data.sequences import Sequences, load_sequences
+from core.data.sequences import Sequences, dataset_sequences
 from core.data.splits import validation_users
-from core.models.checkpoint import (
-    CheckpointError,
-    SavedModel,
-    check_replaceable,
-    load_model,
-    read_training,
-    save_model,
-    stale_warning,
-)
+from core.models.checkpoint import CheckpointError, check_replaceable, save_model
+from core.models.registry import claim_model_name, data_home, free_model_name, model_home
 from core.models.text import item_text_vectors
-from core.store import DatasetInfo, ModelInfo, Store, StoreError, validate_dataset_name
+from core.store import ModelInfo, Store, StoreError, validate_dataset_name
 from core.training.config import TrainConfig
 from core.training.loop import (
     ProgressCallback,
@@ -58,148 +51,8 @@ from core.training.loop import (
     train,
 )
 
-
-def data_home(store: Store) -> Path:
-    """Folder next to the database holding ``models/`` and ``runs/``."""
-    if store.path == ":memory:":
-        return Path(os.environ.get("RECLENS_HOME", "data"))
-    return Path(store.path).resolve().parent
-
-
-def model_home(store: Store) -> Path:
-    """Where models are saved (``models/`` beside the database): the only folder the web
-    page loads model directories from (:func:`import_model`)."""
-    return data_home(store) / "models"
-
-
-def free_model_name(store: Store, base: str) -> str:
-    """``base``, or ``base-2``, ``base-3``... whichever no model uses yet: neither as a
-    registered name (a deleted dataset's included) nor as a folder in the model home."""
-    home = model_home(store)
-    taken = store.model_names()
-    candidates = [base[:63]] + [f"{base[:59]}-{i}" for i in range(2, 10_000)]
-    return next(c for c in candidates if c not in taken and not (home / c).exists())
-
-
-def claim_model_name(
-    store: Store,
-    dataset: str,
-    name: str,
-    *,
-    out_dir: str | Path | None = None,
-    replace: bool = False,
-) -> str:
-    """Check, before any training, that a new model of ``dataset`` may be saved as
-    ``name``; returns the name.
-
-    A name taken by a registered model, or (saving to the default folder) by a folder
-    in the model home, is refused unless ``replace`` is set, and even then a model of
-    another dataset is never replaced.
-
-    Raises:
-        StoreError: the name is taken, with a free one to use instead.
-    """
-    name = validate_dataset_name(name)
-    owner = store.model_owner(name)
-    folder = model_home(store) / name
-    in_use = owner is not None or (out_dir is None and folder.is_dir() and any(folder.iterdir()))
-    if not in_use:
-        return name
-    if replace and owner in (None, dataset):
-        return name
-    if owner:
-        whose = f"a model of dataset {owner!r}"
-    else:
-        whose = "a model of a deleted dataset" if owner == "" else "a model folder"
-    raise StoreError(
-        f"the name {name!r} is taken by {whose}; choose another name, for example "
-        f"{free_model_name(store, name)!r}"
-        + (" (only a model of the same dataset can be replaced)" if replace else "")
-    )
-
-
-def importable_models(store: Store) -> list[str]:
-    """Folders in the model home that hold a RecLens model no registered model points to
-    (sorted names): what the web page offers to load (:func:`import_model`)."""
-    home = model_home(store)
-    if not home.is_dir():
-        return []
-    registered = {str(Path(m.path).resolve()) for m in store.list_models()}
-    found = []
-    for folder in home.iterdir():
-        if folder.name.startswith(".") or folder.is_symlink() or not folder.is_dir():
-            continue
-        if str(folder.resolve()) not in registered and (folder / "config.json").is_file():
-            found.append(folder.name)
-    return sorted(found)
-
-
-def import_model(store: Store, folder_name: str) -> tuple[ModelInfo, list[str]]:
-    """Register the model saved in ``folder_name`` of the model home; returns the
-    registered model and its load warnings.
-
-    Only folders directly inside the model home load, checked after resolving symlinks
-    (a link pointing out of it is refused), and the messages never say whether some
-    other path exists. The model keeps its saved name unless another model uses it,
-    then gets a free one (:func:`free_model_name`): an import replaces nothing.
-
-    Raises:
-        StoreError: a folder outside the model home, or the model's dataset is missing.
-        CheckpointError: the folder is not a loadable model (which file, and why).
-    """
-    home = model_home(store).resolve()
-    candidate = home / folder_name
-    # "", ".", "..", "a/b" and absolute paths all resolve to something not directly inside
-    if candidate.is_symlink() or candidate.resolve().parent != home or not candidate.is_dir():
-        raise StoreError(
-            f"{folder_name!r} is not a model folder in the model home; the app loads models "
-            "only from its own models folder (copy the folder there first)"
-        )
-    saved = load_model(candidate)
-    info = model_dataset(store, saved)
-    name = saved.name
-    try:
-        name = validate_dataset_name(name)
-    except StoreError:
-        name = "imported-model"
-    if store.model_owner(name) is not None:
-        name = free_model_name(store, name)
-    model = store.register_model(
-        name,
-        info.name,
-        str(candidate),
-        saved.training.get("config", {}),
-        saved.training.get("metrics", {}),
-    )
-    warning = stale_warning(saved.training, info.fingerprint)
-    return model, saved.warnings + ([warning] if warning else [])
-
-
-def first_start(store: Store, autotrain: bool = True) -> bool:
-    """Give an empty database the demo dataset and, with ``autotrain``, start a ``fast``
-    demo model in the background, so every page has something to show about a minute
-    after the app first starts. Returns whether the demo was loaded."""
-    if store.list_datasets():
-        return False
-    load_demo(store, "demo")
-    if autotrain and not store.list_models():
-        config = TrainConfig.from_preset("fast", text_encoder="none")
-        start_run(store, "demo", config, name=free_model_name(store, "demo-fast"))
-    return True
-
-
-def dataset_sequences(store: Store, dataset: str, with_types: bool = False) -> Sequences:
-    """The dataset's sequences, with catalogue-only items appended to the vocabulary.
-
-    Items that appear only in the item file get indices after every item with
-    events, so the model can score them from their text (cold start).
-    """
-    seqs = load_sequences(store, dataset, with_types)
-    extra = store.catalog_only_items(store.get_dataset(dataset).dataset_id)
-    if not extra:
-        return seqs
-    item_ids = np.concatenate([seqs.item_ids, np.asarray(extra, dtype=object)])
-    return replace(seqs, item_ids=item_ids)
+# Workers run ``python -m core.training.runs`` from the repository root, where ``core`` is.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_model_name(dataset: str, config: TrainConfig) -> str:
@@ -221,9 +74,9 @@ def train_dataset(
 ) -> tuple[ModelInfo, TrainResult]:
     """Train on a stored dataset in this process, save the model and register it.
 
-    A taken ``name`` is refused before training (:func:`claim_model_name`), unless
-    ``replace`` is set and it is a model of the same dataset; ``resume`` continues a
-    run under the name it had.
+    A taken ``name`` is refused before training
+    (:func:`core.models.registry.claim_model_name`), unless ``replace`` is set and it is
+    a model of the same dataset; ``resume`` continues a run under the name it had.
     """
     info = store.get_dataset(dataset)
     name = claim_model_name(
@@ -277,75 +130,6 @@ def training_record(
         "metrics": {"val_ndcg@10": result.best_val_ndcg10, "val_hr@10": result.best_val_hr10},
         "transitions": {k: v for k, v in result.transitions.items() if k != "message"},
     }
-
-
-def resolve_model(store: Store, name_or_dir: str) -> SavedModel:
-    """Load a registered model by name, or a model directory by path.
-
-    A model trained on an earlier version of its dataset (re-ingested since) loads with
-    a warning in ``warnings``.
-
-    Raises:
-        StoreError: no such model, or a registered one whose dataset was deleted.
-        CheckpointError: a directory that is not a loadable model.
-    """
-    registered = store.find_model(name_or_dir)
-    if registered is None and store.orphaned_model_path(name_or_dir) is not None:
-        raise StoreError(lost_model_message(store, name_or_dir))
-    path = Path(registered.path) if registered else Path(name_or_dir)
-    if not registered and not path.is_dir():
-        known = ", ".join(m.name for m in store.list_models()) or "none yet"
-        raise StoreError(
-            f"no model called {name_or_dir!r} and no such directory; the models are: {known}"
-        )
-    saved = load_model(path)
-    dataset = store.find_dataset(saved.dataset)
-    warning = stale_warning(saved.training, dataset.fingerprint if dataset else None)
-    if warning:
-        saved.warnings.append(warning)
-    return saved
-
-
-def model_dataset(store: Store, saved: SavedModel) -> DatasetInfo:
-    """The dataset a loaded model was trained on, or a StoreError saying it is gone."""
-    info = store.find_dataset(saved.dataset)
-    if info is None:
-        raise StoreError(
-            f"model {saved.name!r} was trained on dataset {saved.dataset!r}, which is not in "
-            "this database (deleted, or never loaded here); load that dataset again or train "
-            "a new model"
-        )
-    return info
-
-
-def lost_model_message(store: Store, name: str) -> str:
-    """Why a model name that was registered cannot be used any more, in one sentence."""
-    path = store.orphaned_model_path(name)
-    if path is None:
-        return f"model {name!r} is not registered in this database"
-    training = read_training(path) or {}
-    dataset = training.get("dataset")
-    if not dataset:
-        return f"model {name!r} can no longer be used: its dataset was deleted"
-    again = (
-        f" (the dataset {dataset!r} here now was loaded afresh after that)"
-        if store.find_dataset(dataset)
-        else ""
-    )
-    return (
-        f"model {name!r} can no longer be used: its dataset {dataset!r} was deleted{again}; "
-        "train a new model"
-    )
-
-
-def model_warning(store: Store, model: ModelInfo) -> str | None:
-    """What is wrong with a registered model without loading it, in one sentence:
-    trained on an earlier version of its dataset, or its directory is gone; else None."""
-    training = read_training(model.path)
-    if training is None:
-        return f"the directory of model '{model.name}' ({model.path}) is missing or unreadable"
-    dataset = store.find_dataset(model.dataset)
-    return stale_warning(training, dataset.fingerprint if dataset else None)
 
 
 # --------------------------------------------------------------------------- background runs
@@ -535,7 +319,7 @@ def train_distributed(
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
-            cwd=Path(__file__).resolve().parents[1],
+            cwd=REPO_ROOT,
             env=worker_env(),
             check=False,
         )
@@ -567,7 +351,7 @@ def _spawn(folder: Path, resume: bool, nproc: int = 1) -> None:
         stdout=log,
         stderr=log,
         stdin=subprocess.DEVNULL,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=REPO_ROOT,
         env=worker_env(),
         start_new_session=True,
     )

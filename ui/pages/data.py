@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from core.common.tables import drop_empty_columns, with_main_category
 from core.data.ingest import ingest, preview_mapping, suggest, suggest_item_mapping
@@ -16,6 +18,7 @@ from core.data.sources import ReadOptions
 from core.data.suggest import EVENT_ROLES, ITEM_ROLES, LOG_ITEM_ROLES, Guess
 from core.data.uploads import Spool
 from core.reports import charts
+from core.services import upload_home
 from core.store import StoreError, slugify
 from ui.common import (
     PENDING_DATASET,
@@ -26,7 +29,6 @@ from ui.common import (
     fmt_int,
     get_store,
     md_escape,
-    upload_home,
 )
 
 log = logging.getLogger("reclens.data")
@@ -160,13 +162,41 @@ def _show_report(summary: dict) -> None:
 # --------------------------------------------------------------------------- upload
 
 
+@dataclass
+class _Upload:
+    """The files of one upload, how to read them, and what reading them found."""
+
+    events_file: UploadedFile | None
+    events_opts: ReadOptions
+    items_file: UploadedFile | None
+    items_opts: ReadOptions
+    events: Inspection | None = None
+    items: Inspection | None = None
+
+
 def upload_section() -> None:
+    """Upload a log (and an item file), then preview, map, check and load it: a step each."""
     st.markdown(
         "Upload a behaviour log: one row per event with a **user** and an **item** column, "
         "optionally a time, an event type and a value. CSV/TSV with any delimiter (header or "
         "not, UTF-8 or Latin-1, gzip or not) or Parquet. An item file with titles, categories "
         "and descriptions is optional."
     )
+    upload = _choose_files()
+    if upload is None or not _read_files(upload):
+        return
+    _preview_step(upload.events)
+    mapping, item_mapping = _mapping_step(upload.events, upload.items)
+    if not _check_step(upload.events, mapping):
+        return
+    choice = _load_step(upload.events_file.name)
+    if choice is not None:
+        _ingest(upload, mapping, item_mapping, *choice)
+
+
+def _choose_files() -> _Upload | None:
+    """The two file uploaders with their reading options; None until a new behaviour log
+    is chosen (one already loaded says so, and offers to load it again)."""
     left, right = st.columns(2)
     with left:
         events_file = st.file_uploader("Behaviour log", type=UPLOAD_TYPES, key="events_upload")
@@ -186,25 +216,40 @@ def upload_section() -> None:
         if st.button("Load this file again with other settings", key="reload_upload"):
             loaded.pop(events_file.file_id)
             st.rerun()
-        return
-    events_path = _spooled("events", events_file)
-    items_path = _spooled("items", items_file)
+        return None
+    return _Upload(events_file, events_opts, items_file, items_opts)
+
+
+def _read_files(upload: _Upload) -> bool:
+    """Copy the uploads aside and inspect them; False (with why) when there is nothing to
+    read or it cannot be read."""
+    events_path = _spooled("events", upload.events_file)
+    items_path = _spooled("items", upload.items_file)
     if events_path is None:
         st.info("Choose a file to start. Nothing is loaded until you press **Ingest**.")
-        return
+        return False
     try:
-        events = _inspect(str(events_path), events_opts, events_file.name)
-        items = _inspect(str(items_path), items_opts, items_file.name) if items_path else None
+        upload.events = _inspect(str(events_path), upload.events_opts, upload.events_file.name)
+        if items_path:
+            upload.items = _inspect(str(items_path), upload.items_opts, upload.items_file.name)
     except IngestError as exc:
         st.error(md_escape(str(exc)), icon=":material/error:")
-        return
+        return False
+    return True
 
+
+def _preview_step(events: Inspection) -> None:
     st.subheader("1. Preview", divider="gray")
     st.caption(_describe(events) + " First rows as read:")
     st.dataframe(events.preview.head(10), hide_index=True)
     for note in events.notes:
         st.warning(md_escape(note))
 
+
+def _mapping_step(
+    events: Inspection, items: Inspection | None
+) -> tuple[EventMapping, ItemMapping | None]:
+    """Pickers for the log's columns, then for the item details (item file or log)."""
     st.subheader("2. Map columns", divider="gray")
     found = suggest(events)
     cols = st.columns(len(EVENT_ROLES))
@@ -227,37 +272,47 @@ def upload_section() -> None:
         ):
             min_value = filt[1].number_input("Minimum value", value=4.0, step=0.5, key="min_value")
     mapping = EventMapping(**chosen, min_value=min_value)
-
-    item_mapping = None
     if items is None:
-        item_mapping = _log_items_section(events.columns, chosen, found.items)
-    else:
-        st.caption("Item file: " + _describe(items))
-        st.dataframe(items.preview.head(5), hide_index=True)
-        isugg = suggest_item_mapping(items)
-        icols = st.columns(len(ITEM_ROLES) + 1)
-        ichosen = {}
-        for col, role in zip(icols, ITEM_ROLES, strict=False):
-            with col:
-                ichosen[role] = _role_picker(
-                    ITEM_ROLE_LABELS[role], items.columns, getattr(isugg, role), f"imap_{role}"
-                )
-        sep = icols[-1].text_input("Category separator", value="|", max_chars=3, key="cat_sep")
-        item_mapping = ItemMapping(**ichosen, category_sep=sep or "|")
-        if found.items:
-            st.caption(
-                "The log also holds item details ("
-                + ", ".join(md_escape(g.column) for g in found.items.values())
-                + "); the item file is used instead."
-            )
+        return mapping, _log_items_section(events.columns, chosen, found.items)
+    return mapping, _item_file_section(items, found.items)
 
+
+def _item_file_section(items: Inspection, in_log: dict[str, Guess]) -> ItemMapping:
+    """Pickers for the item file's columns (the log's own item details set aside)."""
+    st.caption("Item file: " + _describe(items))
+    st.dataframe(items.preview.head(5), hide_index=True)
+    isugg = suggest_item_mapping(items)
+    icols = st.columns(len(ITEM_ROLES) + 1)
+    ichosen = {}
+    for col, role in zip(icols, ITEM_ROLES, strict=False):
+        with col:
+            ichosen[role] = _role_picker(
+                ITEM_ROLE_LABELS[role], items.columns, getattr(isugg, role), f"imap_{role}"
+            )
+    sep = icols[-1].text_input("Category separator", value="|", max_chars=3, key="cat_sep")
+    if in_log:
+        st.caption(
+            "The log also holds item details ("
+            + ", ".join(md_escape(g.column) for g in in_log.values())
+            + "); the item file is used instead."
+        )
+    return ItemMapping(**ichosen, category_sep=sep or "|")
+
+
+def _check_step(events: Inspection, mapping: EventMapping) -> bool:
+    """The first rows as they would load; False (with why) when the mapping cannot load."""
     st.subheader("3. Check the mapped rows", divider="gray")
     try:
         st.dataframe(preview_mapping(get_store(), events, mapping), hide_index=True)
     except IngestError as exc:
         st.error(md_escape(str(exc)), icon=":material/error:")
-        return
+        return False
+    return True
 
+
+def _load_step(file_name: str) -> tuple[Cleaning, str, bool] | None:
+    """Cleaning, the dataset's name and the Ingest button; (cleaning, name, replace) once
+    pressed, else None (a taken name must be ticked to be replaced first)."""
     st.subheader("4. Clean and load", divider="gray")
     ccols = st.columns(4)
     min_user = ccols[0].number_input(
@@ -283,7 +338,7 @@ def upload_section() -> None:
     )
     name = ccols[3].text_input(
         "Dataset name",
-        value=slugify(events_file.name),
+        value=slugify(file_name),
         key="ds_name",
         help="lower-case letters, digits, - and _",
     )
@@ -298,7 +353,20 @@ def upload_section() -> None:
     ):
         if exists and not replace:
             st.caption("Tick the box above to replace it, or choose another name.")
-        return
+        return None
+    return Cleaning(int(min_user), int(min_item), bool(collapse)), name, replace
+
+
+def _ingest(
+    upload: _Upload,
+    mapping: EventMapping,
+    item_mapping: ItemMapping | None,
+    cleaning: Cleaning,
+    name: str,
+    replace: bool,
+) -> None:
+    """Load the upload with a progress bar; on success switch to the new dataset."""
+    events, items, items_file = upload.events, upload.items, upload.items_file
     bar = st.progress(0.0, text="Starting…")
     try:
         result = ingest(
@@ -306,13 +374,13 @@ def upload_section() -> None:
             name,
             events.source.path,
             mapping,
-            read=events_opts,
+            read=upload.events_opts,
             items_path=items.source.path if items else None,
             item_mapping=item_mapping,
-            items_read=items_opts,
-            cleaning=Cleaning(int(min_user), int(min_item), bool(collapse)),
+            items_read=upload.items_opts,
+            cleaning=cleaning,
             replace_existing=replace,
-            source_names=[events_file.name] + ([items_file.name] if items_file else []),
+            source_names=[upload.events_file.name] + ([items_file.name] if items_file else []),
             progress=lambda f, msg: bar.progress(min(1.0, f), text=msg),
         )
     except IngestError as exc:
@@ -324,7 +392,7 @@ def upload_section() -> None:
         log.exception("ingest failed")
         st.error("Loading failed unexpectedly; nothing was changed. The server log has details.")
         return
-    loaded[events_file.file_id] = result.dataset.name
+    st.session_state[LOADED][upload.events_file.file_id] = result.dataset.name
     _spool().discard("events")
     _spool().discard("items")
     st.session_state["last_ingest"] = result.summary()

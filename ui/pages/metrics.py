@@ -14,10 +14,10 @@ from core.evaluation.beyond_accuracy import BEYOND_METRICS
 from core.evaluation.results import METRIC_LABELS, EvalConfig, Evaluation, describe
 from core.evaluation.runner import load, model_curves, run, stored_runs
 from core.models.checkpoint import CheckpointError
+from core.models.registry import model_warning
 from core.reports import charts
 from core.reports.page import ReportError, build_report
 from core.store import StoreError
-from core.training.runs import model_warning
 from ui.common import ACTIVE_MODEL, fmt_int, get_store, md_escape, require_dataset
 
 RUN_KEY = "metrics_run_id"
@@ -27,28 +27,10 @@ METRICS = {"NDCG": "ndcg", "HR": "hr", "Recall": "recall", "Precision": "precisi
 
 def run_section(info) -> None:
     """Pick models, baselines and the protocol; run an evaluation with progress."""
-    store = get_store()
-    registered = {m.name: m for m in store.list_models(info.name)}
-    names = list(registered)
-    active = st.session_state.get(ACTIVE_MODEL)
     with st.container(border=True):
         st.subheader("Run an evaluation")
         cols = st.columns(2)
-        models = cols[0].multiselect(
-            "Models",
-            names,
-            default=[active] if active in names else names[:1],
-            key="eval_models",
-            help="Saved models of this dataset (train more on the Train page).",
-        )
-        for model in models:
-            warning = model_warning(store, registered[model])
-            if warning:
-                st.warning(
-                    md_escape(f"{model}: {warning}.")
-                    + " An evaluation needs the items it was trained on: if they changed, "
-                    "train it again."
-                )
+        models = _model_choice(info, cols[0])
         baselines = cols[1].multiselect(
             "Baselines",
             list(BASELINES),
@@ -58,50 +40,83 @@ def run_section(info) -> None:
             help="Each is fitted on the same training data as the models. sasrec trains a "
             "causal Transformer with the first model's settings (as long as that model took).",
         )
-        with st.expander("Protocol"):
-            p = st.columns(4)
-            split = p[0].radio(
-                "Split",
-                ["loo", "time"],
-                format_func=lambda s: {"loo": "leave-one-out", "time": "temporal"}[s],
-                key="eval_split",
-                disabled=not info.has_time,
-                help="Leave-one-out: each user's last item is the test target. Temporal: "
-                "train before a cut-off time, test on each user's next item after it "
-                "(needs timestamps).",
-            )
-            k = p[1].selectbox("K", list(KS), index=2, key="eval_k")
-            include_seen = p[2].checkbox(
-                "Rank the user's own items too",
-                key="eval_include_seen",
-                help="By default items the user already interacted with are not ranked.",
-            )
-            sampled = p[3].number_input(
-                "Sampled negatives (0 = off)",
-                0,
-                10_000,
-                0,
-                step=50,
-                key="eval_sampled",
-                help="Also report metrics against N negatives sampled by popularity, as "
-                "many papers do. They flatter every model and are always labelled sampled.",
-            )
+        config = _protocol(info)
         if not st.button("Run evaluation", type="primary", key="run_eval"):
             return
     if not models and not baselines:
         st.warning("Pick at least one model or baseline.")
         return
+    _run_evaluation(info, models, baselines, config)
+
+
+def _model_choice(info, column) -> list[str]:
+    """The saved models to evaluate (the active one first picked), each one's warning."""
+    store = get_store()
+    registered = {m.name: m for m in store.list_models(info.name)}
+    names = list(registered)
+    active = st.session_state.get(ACTIVE_MODEL)
+    models = column.multiselect(
+        "Models",
+        names,
+        default=[active] if active in names else names[:1],
+        key="eval_models",
+        help="Saved models of this dataset (train more on the Train page).",
+    )
+    for model in models:
+        warning = model_warning(store, registered[model])
+        if warning:
+            st.warning(
+                md_escape(f"{model}: {warning}.")
+                + " An evaluation needs the items it was trained on: if they changed, "
+                "train it again."
+            )
+    return models
+
+
+def _protocol(info) -> EvalConfig:
+    """The split, K, seen items and sampled negatives, in an expander."""
+    with st.expander("Protocol"):
+        p = st.columns(4)
+        split = p[0].radio(
+            "Split",
+            ["loo", "time"],
+            format_func=lambda s: {"loo": "leave-one-out", "time": "temporal"}[s],
+            key="eval_split",
+            disabled=not info.has_time,
+            help="Leave-one-out: each user's last item is the test target. Temporal: "
+            "train before a cut-off time, test on each user's next item after it "
+            "(needs timestamps).",
+        )
+        k = p[1].selectbox("K", list(KS), index=2, key="eval_k")
+        include_seen = p[2].checkbox(
+            "Rank the user's own items too",
+            key="eval_include_seen",
+            help="By default items the user already interacted with are not ranked.",
+        )
+        sampled = p[3].number_input(
+            "Sampled negatives (0 = off)",
+            0,
+            10_000,
+            0,
+            step=50,
+            key="eval_sampled",
+            help="Also report metrics against N negatives sampled by popularity, as "
+            "many papers do. They flatter every model and are always labelled sampled.",
+        )
+    return EvalConfig(split=split, k=int(k), exclude_seen=not include_seen, sampled=int(sampled))
+
+
+def _run_evaluation(info, models: list[str], baselines: list[str], config: EvalConfig) -> None:
+    """Evaluate with a progress bar; the new run becomes the one shown below."""
     with st.status("Evaluating…", expanded=True) as status:
         bar = st.progress(0.0, text="starting…")
         try:
             result, warnings = run(
-                store,
+                get_store(),
                 models=models,
                 dataset=info.name,
                 baselines=baselines,
-                config=EvalConfig(
-                    split=split, k=int(k), exclude_seen=not include_seen, sampled=int(sampled)
-                ),
+                config=config,
                 progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m),
             )
         except (ValueError, StoreError, CheckpointError) as exc:
@@ -157,8 +172,20 @@ def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def results_section(result: Evaluation) -> None:
+    """A stored evaluation: the table, the charts by metric, by segment and beyond
+    accuracy, and the training curves of its models."""
+    k = result.settings["k"]
+    long = result.long_frame()
+    _results_table(result, long)
+    _metric_charts(result, long, k)
+    _segment_charts(result, k)
+    _beyond_accuracy(long, k, result.settings.get("diversity_basis"))
+    _training_curves(result)
+
+
+def _results_table(result: Evaluation, long: pd.DataFrame) -> None:
+    """The protocol, the figures with their intervals, and the CSV of every metric."""
     settings = result.settings
-    k = settings["k"]
     st.markdown(f"**Protocol:** {md_escape(describe(settings))}")
     for note in settings.get("notes", []) + settings.get("warnings", []):
         st.caption(md_escape(note))
@@ -171,16 +198,19 @@ def results_section(result: Evaluation) -> None:
         )
         + ". Ties are counted as their expected position."
     )
-    st.dataframe(with_intervals(result.table(k)), hide_index=True, key="eval_table")
+    st.dataframe(with_intervals(result.table(settings["k"])), hide_index=True, key="eval_table")
     st.download_button(
         "Download all metrics (CSV)",
-        result.long_frame().to_csv(index=False).encode(),
+        long.to_csv(index=False).encode(),
         file_name=f"reclens-evaluation-{settings.get('run_id', 'run')}.csv",
         mime="text/csv",
         key="eval_csv",
     )
 
-    long = result.long_frame()
+
+def _metric_charts(result: Evaluation, long: pd.DataFrame, k: int) -> None:
+    """One metric, picked: bars at K (significant ones starred) and the curve over K,
+    full ranking and, when run, sampled."""
     label = st.radio("Metric", list(METRICS), horizontal=True, key="eval_metric")
     metric = METRICS[label]
     cols = st.columns(2)
@@ -193,7 +223,7 @@ def results_section(result: Evaluation) -> None:
     cols[0].plotly_chart(charts.metric_bars(bars, f"{label}@{k}"), key="eval_bars")
     curve = long[(long["metric"] == metric) & (long["ranking"] == "full") & long["k"].notna()]
     cols[1].plotly_chart(charts.metric_at_k(curve, label), key="eval_curve")
-    if settings.get("sampled"):
+    if result.settings.get("sampled"):
         sampled = long[(long["metric"] == metric) & (long["ranking"] == "sampled")]
         cols = st.columns(2)
         cols[0].plotly_chart(
@@ -206,6 +236,8 @@ def results_section(result: Evaluation) -> None:
         )
     st.caption("* significantly different from the best baseline (p < 0.05).")
 
+
+def _segment_charts(result: Evaluation, k: int) -> None:
     st.subheader("By user segment")
     segments = result.segment_frame()
     cols = st.columns(2)
@@ -219,11 +251,12 @@ def results_section(result: Evaluation) -> None:
             charts.segment_chart(part, segment, f"NDCG@{k}"), key=f"eval_seg_{segment}"
         )
 
+
+def _beyond_accuracy(long: pd.DataFrame, k: int, basis: str | None) -> None:
     st.subheader("Beyond accuracy")
     beyond = long[long["metric"].isin(BEYOND_METRICS) & (long["k"] == k)]
     beyond = beyond.assign(metric=beyond["metric"].map(METRIC_LABELS))
     st.plotly_chart(charts.beyond_accuracy(beyond, k), key="eval_beyond")
-    basis = settings.get("diversity_basis")
     st.caption(
         "Coverage: share of items in anyone's list. Gini: inequality of exposure (0 = even). "
         "Novelty: mean self-information of recommended items (bits). Diversity: mean pairwise "
@@ -231,15 +264,19 @@ def results_section(result: Evaluation) -> None:
         "Avg. recommended popularity: mean training events of recommended items."
     )
 
+
+def _training_curves(result: Evaluation) -> None:
+    """Loss and validation NDCG@10 by epoch of one evaluated model, picked."""
     models = [n for n, r in result.results.items() if r.get("kind") == "model"]
-    if models:
-        st.subheader("Training")
-        name = st.selectbox("Model", models, key="eval_curve_model")
-        info = get_store().find_model(name)
-        history, memory = model_curves(info.path) if info else ([], None)
-        st.plotly_chart(
-            charts.training_curves(history, f"Training of {name}", memory), key="eval_training"
-        )
+    if not models:
+        return
+    st.subheader("Training")
+    name = st.selectbox("Model", models, key="eval_curve_model")
+    info = get_store().find_model(name)
+    history, memory = model_curves(info.path) if info else ([], None)
+    st.plotly_chart(
+        charts.training_curves(history, f"Training of {name}", memory), key="eval_training"
+    )
 
 
 def report_section(info, chosen: Evaluation | None) -> None:

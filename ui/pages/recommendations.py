@@ -8,17 +8,11 @@ import streamlit as st
 
 from core.common.tables import drop_empty_columns
 from core.reports import charts
+from core.services import export_home, recommend_with_reasons
 from core.serving import interests
 from core.serving.exports import ExportJob
-from core.serving.recommend import (
-    SIDE_BASELINES,
-    baseline_list,
-    because_of,
-    explain,
-    item_index,
-    recommend,
-)
-from ui.common import export_home, fmt_int, get_store, md_escape, require_dataset
+from core.serving.recommend import SIDE_BASELINES, baseline_list, item_index, recommend
+from ui.common import fmt_int, get_store, md_escape, require_dataset
 from ui.model_views import current_user, item_label, require_model, side_baseline, user_search
 
 WHATIF = "whatif_history"  # the edited history (item ids, oldest first)
@@ -69,16 +63,16 @@ st.caption(
 
 
 def ranked_with_reasons(hist: list[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    top = recommend(data.saved, hist, int(k), exclude_seen, catalog=cat, category=category)
-    reasons = explain(data.saved, hist, list(top["item_id"])) if len(top) else {}
+    ranked = recommend_with_reasons(
+        data.saved, hist, int(k), exclude_seen, catalog=cat, category=category
+    )
+    top, reasons = ranked.top, ranked.explanations
     index = item_index(data.saved)
 
     def label(item: str) -> str:
         return item_label(data, index[item])
 
-    top["because of"] = [
-        label(why[0]) if why else "" for why in because_of(reasons, list(top["item_id"]))
-    ]
+    top["because of"] = [label(why[0]) if why else "" for why in ranked.because]
     for frame in reasons.values():
         frame["label"] = [label(h) for h in frame["history_item"]]
     return top, reasons

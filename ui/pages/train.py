@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -11,6 +12,7 @@ from core.common.tables import drop_empty_columns
 from core.data.splits import VAL_SHARE, VAL_USERS_MIN
 from core.models.bert import ATTENTIONS
 from core.models.checkpoint import CheckpointError
+from core.models.registry import claim_model_name, import_model, importable_models, model_warning
 from core.models.text import TextEncoderError
 from core.reports import charts
 from core.store import StoreError, slugify
@@ -18,13 +20,9 @@ from core.training.config import PRESETS, TrainConfig
 from core.training.runs import (
     RunStatus,
     advance_queue,
-    claim_model_name,
     collect_run,
-    import_model,
-    importable_models,
     list_runs,
     max_parallel_runs,
-    model_warning,
     queue_position,
     start_run,
     stop_run,
@@ -50,7 +48,22 @@ def _eta(seconds: float | None) -> str:
 
 
 def start_section(dataset: str) -> None:
+    """Pick a preset and a name, adjust the settings, and start (or queue) a run."""
     st.subheader("Start a run")
+    preset, name = _preset_and_name(dataset)
+    settings = _hyperparameters(preset)
+    slug = slugify(name)
+    replace, confirm = _replace_choice(dataset, slug)
+    busy = _queue_note()
+    label = "Queue training" if busy else "Start training"
+    if not st.button(label, type="primary", disabled=not confirm, key="start_train"):
+        return
+    if _start(dataset, preset, settings, slug, replace):
+        st.toast("Training queued" if busy else "Training started in the background")
+        st.rerun()
+
+
+def _preset_and_name(dataset: str) -> tuple[str, str]:
     cols = st.columns([1, 2])
     preset = cols[0].selectbox(
         "Preset",
@@ -64,90 +77,128 @@ def start_section(dataset: str) -> None:
         key="model_name",
         help="lower-case letters, digits, - and _",
     )
+    return preset, name
+
+
+def _hyperparameters(preset: str) -> dict[str, Any]:
+    """The preset's settings, each editable; returns keyword arguments of
+    :meth:`TrainConfig.from_preset`."""
     defaults = TrainConfig.from_preset(preset)
     with st.expander("Hyperparameters"):
-        h = st.columns(4)
-        epochs = h[0].number_input("Epochs", 1, 1000, defaults.epochs, key=f"epochs_{preset}")
-        max_len = h[1].number_input(
-            "Max history length", 4, 512, defaults.max_len, key=f"maxlen_{preset}"
-        )
-        hidden = h[2].number_input(
-            "Hidden size", 8, 1024, defaults.hidden, step=8, key=f"hidden_{preset}"
-        )
-        layers = h[3].number_input("Layers", 1, 12, defaults.layers, key=f"layers_{preset}")
-        h = st.columns(4)
-        heads = h[0].number_input("Attention heads", 1, 16, defaults.heads, key=f"heads_{preset}")
-        batch = h[1].number_input("Batch size", 8, 4096, defaults.batch, key=f"batch_{preset}")
-        lr = h[2].number_input(
-            "Learning rate",
-            1e-5,
-            1e-1,
-            defaults.lr,
-            step=5e-4,
-            format="%.4f",
-            key=f"lr_{preset}",
-        )
-        mask_prob = h[3].number_input(
-            "Mask probability",
-            0.05,
-            0.9,
-            defaults.mask_prob,
-            key=f"mask_{preset}",
-            help="share of positions masked in cloze windows (bidirectional attention only)",
-        )
-        h = st.columns(4)
-        next_items = h[0].number_input(
-            "Next-item share",
-            0.0,
-            1.0,
-            defaults.next_item_share,
-            step=0.25,
-            key=f"next_{preset}",
-            help="share of every history's prefixes trained to predict their next item, "
-            "on top of the masked windows: more learning per epoch, longer epochs "
-            "(bidirectional attention only: prefix attention trains every prefix anyway)",
-        )
-        transitions = h[1].checkbox(
-            "Transition memory",
-            value=defaults.transitions,
-            key=f"transitions_{preset}",
-            help="after training, also count what followed each item in the training "
-            "histories, with the Transformer's prediction as the prior; kept only when it "
-            "ranks the validation targets better",
-        )
-        attention = h[3].selectbox(
-            "Attention",
-            list(ATTENTIONS),
-            index=list(ATTENTIONS).index(defaults.attention),
-            key=f"attention_{preset}",
-            help="prefix: each item sees only the items before it, so one pass trains every "
-            "next item of a history (fast, and the mask after a history reads it exactly as "
-            "training did); bidirectional: BERT4Rec's cloze-masked windows, every position "
-            "sees every other",
-        )
-        types = h[2].checkbox(
-            "Event-type embeddings",
-            key=f"types_{preset}",
-            help="embed each event's type (view, cart, purchase, ...) next to the item, "
-            "when the dataset has several types",
-        )
-        item_targets = st.columns(4)[3].checkbox(
-            "Items predict too",
-            value=defaults.item_targets,
-            key=f"item_targets_{preset}",
-            help="prefix attention only: each item's own state is also trained to name the "
-            "item after it, from the same pass (as a left-to-right model's is); the mask "
-            "token, which ranks, learns more per epoch",
-        )
-        text = st.radio(
-            "Item text features",
-            ["auto", "none"],
-            horizontal=True,
-            key=f"text_{preset}",
-            help="auto: encode titles, categories and descriptions with the built-in "
-            "all-MiniLM-L6-v2 when the dataset has them",
-        )
-    slug, replace, confirm = slugify(name), False, True
+        return {**_shape_settings(defaults, preset), **_method_settings(defaults, preset)}
+
+
+def _shape_settings(defaults: TrainConfig, preset: str) -> dict[str, Any]:
+    """The model's size and the optimiser's steps: two rows of numbers."""
+    h = st.columns(4)
+    epochs = h[0].number_input("Epochs", 1, 1000, defaults.epochs, key=f"epochs_{preset}")
+    max_len = h[1].number_input(
+        "Max history length", 4, 512, defaults.max_len, key=f"maxlen_{preset}"
+    )
+    hidden = h[2].number_input(
+        "Hidden size", 8, 1024, defaults.hidden, step=8, key=f"hidden_{preset}"
+    )
+    layers = h[3].number_input("Layers", 1, 12, defaults.layers, key=f"layers_{preset}")
+    h = st.columns(4)
+    heads = h[0].number_input("Attention heads", 1, 16, defaults.heads, key=f"heads_{preset}")
+    batch = h[1].number_input("Batch size", 8, 4096, defaults.batch, key=f"batch_{preset}")
+    lr = h[2].number_input(
+        "Learning rate",
+        1e-5,
+        1e-1,
+        defaults.lr,
+        step=5e-4,
+        format="%.4f",
+        key=f"lr_{preset}",
+    )
+    mask_prob = h[3].number_input(
+        "Mask probability",
+        0.05,
+        0.9,
+        defaults.mask_prob,
+        key=f"mask_{preset}",
+        help="share of positions masked in cloze windows (bidirectional attention only)",
+    )
+    return {
+        "epochs": int(epochs),
+        "max_len": int(max_len),
+        "hidden": int(hidden),
+        "layers": int(layers),
+        "heads": int(heads),
+        "batch": int(batch),
+        "lr": float(lr),
+        "mask_prob": float(mask_prob),
+    }
+
+
+def _method_settings(defaults: TrainConfig, preset: str) -> dict[str, Any]:
+    """How the model learns and what it reads: targets, attention, memory, types, text."""
+    h = st.columns(4)
+    next_items = h[0].number_input(
+        "Next-item share",
+        0.0,
+        1.0,
+        defaults.next_item_share,
+        step=0.25,
+        key=f"next_{preset}",
+        help="share of every history's prefixes trained to predict their next item, "
+        "on top of the masked windows: more learning per epoch, longer epochs "
+        "(bidirectional attention only: prefix attention trains every prefix anyway)",
+    )
+    transitions = h[1].checkbox(
+        "Transition memory",
+        value=defaults.transitions,
+        key=f"transitions_{preset}",
+        help="after training, also count what followed each item in the training "
+        "histories, with the Transformer's prediction as the prior; kept only when it "
+        "ranks the validation targets better",
+    )
+    attention = h[3].selectbox(
+        "Attention",
+        list(ATTENTIONS),
+        index=list(ATTENTIONS).index(defaults.attention),
+        key=f"attention_{preset}",
+        help="prefix: each item sees only the items before it, so one pass trains every "
+        "next item of a history (fast, and the mask after a history reads it exactly as "
+        "training did); bidirectional: BERT4Rec's cloze-masked windows, every position "
+        "sees every other",
+    )
+    types = h[2].checkbox(
+        "Event-type embeddings",
+        key=f"types_{preset}",
+        help="embed each event's type (view, cart, purchase, ...) next to the item, "
+        "when the dataset has several types",
+    )
+    item_targets = st.columns(4)[3].checkbox(
+        "Items predict too",
+        value=defaults.item_targets,
+        key=f"item_targets_{preset}",
+        help="prefix attention only: each item's own state is also trained to name the "
+        "item after it, from the same pass (as a left-to-right model's is); the mask "
+        "token, which ranks, learns more per epoch",
+    )
+    text = st.radio(
+        "Item text features",
+        ["auto", "none"],
+        horizontal=True,
+        key=f"text_{preset}",
+        help="auto: encode titles, categories and descriptions with the built-in "
+        "all-MiniLM-L6-v2 when the dataset has them",
+    )
+    return {
+        "next_item_share": float(next_items),
+        "attention": attention,
+        "item_targets": bool(item_targets),
+        "text_encoder": text,
+        "event_types": bool(types),
+        "transitions": bool(transitions),
+    }
+
+
+def _replace_choice(dataset: str, slug: str) -> tuple[bool, bool]:
+    """Whether the run replaces a model of that name, and whether it may start: a name
+    taken on this dataset asks first, one taken elsewhere is refused."""
+    replace, confirm = False, True
     try:
         claim_model_name(get_store(), dataset, slug)
     except StoreError as exc:
@@ -161,6 +212,11 @@ def start_section(dataset: str) -> None:
         else:
             st.caption(":material/block: " + md_escape(str(exc)[:1].upper() + str(exc)[1:]) + ".")
             confirm = False
+    return replace, confirm
+
+
+def _queue_note() -> bool:
+    """Whether a new run would wait in the queue (said in a caption when it would)."""
     states = [r.state for r in list_runs(get_store())]
     busy = states.count("running") >= max_parallel_runs() or "queued" in states
     if busy:
@@ -170,36 +226,21 @@ def start_section(dataset: str) -> None:
             "when the runs before it end (one run at a time trains fastest on few CPU cores; "
             "RECLENS_MAX_RUNS allows more)."
         )
-    label = "Queue training" if busy else "Start training"
-    if not st.button(label, type="primary", disabled=not confirm, key="start_train"):
-        return
+    return busy
+
+
+def _start(dataset: str, preset: str, settings: dict[str, Any], slug: str, replace: bool) -> bool:
+    """Start (or queue) the run; False, with the reason shown, when it was refused."""
     try:
-        config = TrainConfig.from_preset(
-            preset,
-            epochs=int(epochs),
-            max_len=int(max_len),
-            hidden=int(hidden),
-            layers=int(layers),
-            heads=int(heads),
-            batch=int(batch),
-            lr=float(lr),
-            mask_prob=float(mask_prob),
-            next_item_share=float(next_items),
-            attention=attention,
-            item_targets=bool(item_targets),
-            text_encoder=text,
-            event_types=bool(types),
-            transitions=bool(transitions),
-        )
+        config = TrainConfig.from_preset(preset, **settings)
         if config.hidden % config.heads:
             raise ValueError("the hidden size must be a multiple of the number of heads")
         with st.spinner("Preparing the data (and item text vectors)…"):
             start_run(get_store(), dataset, config, name=slug, replace=replace)
     except (ValueError, StoreError, TextEncoderError) as exc:
         st.error(md_escape(str(exc)))
-        return
-    st.toast("Training queued" if busy else "Training started in the background")
-    st.rerun()
+        return False
+    return True
 
 
 def _run_panel(run: RunStatus, runs: list[RunStatus]) -> None:
