@@ -250,7 +250,7 @@ def test_dataset_stats_are_computed_from_the_events(store: Store, write) -> None
 
 
 def test_open_store_gives_one_store_per_file(tmp_path: Path, monkeypatch) -> None:
-    import core.store as store_module
+    import core.store.store as store_module
 
     stores: dict[str, Store] = {}
     monkeypatch.setattr(store_module, "_STORES", stores)  # leave the real registry alone
