@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.cli_parser import UsageError, build_parser
+from core.common.columns import Columns, MetricKeys
 from core.store import Store, StoreError
 
 
@@ -323,8 +324,8 @@ def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     ranked = recommend_with_reasons(
         saved, history, args.k, not args.include_seen, explained=args.explain
     )
-    wanted = list(ranked.top["item_id"]) + (history if args.explain else [])
-    details = store.item_details(dataset.dataset_id, wanted).set_index("item_id")
+    wanted = list(ranked.top[Columns.ITEM]) + (history if args.explain else [])
+    details = store.item_details(dataset.dataset_id, wanted).set_index(Columns.ITEM)
 
     def title(item_id: str) -> str | None:
         if item_id not in details.index:
@@ -333,14 +334,14 @@ def _cmd_recommend(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
     items = []
     for n, row in enumerate(ranked.top.itertuples(index=False)):
-        item = {"item_id": row.item_id, "score": float(row.score)}
+        item = {Columns.ITEM: row.item_id, "score": float(row.score)}
         if row.item_id in details.index:
             item["title"] = title(row.item_id)
             item["categories"] = category_list(details.at[row.item_id, "categories"])
         if args.explain:
             item["explanation"] = [
                 {
-                    "item_id": e.history_item,
+                    Columns.ITEM: e.history_item,
                     "title": title(e.history_item),
                     "contribution": float(e.contribution),
                 }
@@ -521,7 +522,7 @@ def _print_models(result: list[dict[str, Any]]) -> None:
     if not result:
         print("no models yet: run `python -m core train --dataset NAME`")
     for m in result:
-        ndcg = m["metrics"].get("val_ndcg@10", 0)
+        ndcg = m["metrics"].get(MetricKeys.NDCG, 0)
         print(f"{m['name']:<40} {m['dataset']:<20} val NDCG@10 {ndcg:.4f}")
 
 
@@ -530,13 +531,13 @@ def _print_interests(result: dict[str, Any]) -> None:
     shifts = [d["step"] for d in result["drift"] if d["shift"]]
     print(f"user {result['user']}: {len(result['drift'])} steps; top categories: {top or '—'}")
     print("interest shifts at steps: " + (", ".join(map(str, shifts)) or "none"))
-    print("nearest users: " + ", ".join(n["user_id"] for n in result["neighbours"]))
+    print("nearest users: " + ", ".join(n[Columns.USER] for n in result["neighbours"]))
 
 
 def _print_recommendations(result: dict[str, Any]) -> None:
     for rank, item in enumerate(result["items"], 1):
         print(f"{rank:>3}. {item['item_id']:<16} {item['score']:.4f}  {item.get('title') or ''}")
-        parts = {p["item_id"]: p for p in item.get("explanation", [])}
+        parts = {p[Columns.ITEM]: p for p in item.get("explanation", [])}
         for reason in item.get("because_of", []):
             print(f"       {parts[reason]['contribution']:+.4f}  because of {reason}")
 

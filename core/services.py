@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.common.columns import Columns, MetricKeys
 from core.data.demo import load_demo
 from core.data.uploads import sweep
 from core.models.checkpoint import SavedModel
@@ -126,7 +127,7 @@ def recommend_with_reasons(
         catalog, category: as in :func:`core.serving.recommend.recommend`.
     """
     top = recommend(saved, history, k, exclude_seen, catalog=catalog, category=category)
-    items = list(top["item_id"])
+    items = list(top[Columns.ITEM])
     explanations = explain(saved, history, items) if explained and items else {}
     return Recommendations(top, explanations, because_of(explanations, items, n=REASONS))
 
@@ -162,7 +163,7 @@ def train_model(
             "path": model.path,
             "epochs": record["epochs"],
             "best_epoch": record["best_epoch"],
-            "best_val_ndcg@10": record["metrics"]["val_ndcg@10"],
+            MetricKeys.BEST_NDCG: record["metrics"][MetricKeys.NDCG],
             "seconds": record["seconds"],
             "dataset": model.dataset,
             "nproc": nproc,
@@ -173,7 +174,7 @@ def train_model(
         "path": model.path,
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,
-        "best_val_ndcg@10": result.best_val_ndcg10,
+        MetricKeys.BEST_NDCG: result.best_val_ndcg10,
         "transition_memory": result.transitions.get("kept", False),
         "seconds": round(result.seconds, 2),
         "dataset": model.dataset,

@@ -1,6 +1,6 @@
 """The frame helpers of core.common.tables and core.serving.recommend.because_of, on hand-made
 values (every form a missing category list takes: None, pd.NA, NaN, an empty list or array);
-the docstring examples of core.common.tables and core.reports.charts."""
+the docstring examples of core.common (tables, escape, columns) and core.reports.charts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.common import escape, tables
+from core.common import columns, escape, tables
 from core.common.tables import (
     category_list,
     drop_empty_columns,
@@ -26,7 +26,7 @@ from core.serving.recommend import because_of
 MISSING = [None, pd.NA, float("nan"), np.nan, pd.NaT, [], np.array([], dtype=object), ()]
 
 
-@pytest.mark.parametrize("module", [tables, charts, escape], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [tables, charts, escape, columns], ids=lambda m: m.__name__)
 def test_the_docstring_examples(module) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

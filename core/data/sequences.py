@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 
+from core.common.columns import Columns
 from core.store import Store
 
 PAD = 0
@@ -112,9 +113,9 @@ def from_arrow(table: pa.Table, vocab: pa.Table) -> Sequences:
     offsets = lists.offsets.to_numpy().astype(np.int64)
     items = lists.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
     offsets = offsets - offsets[0]
-    user_ids = np.asarray(table.column("user_id").to_numpy(zero_copy_only=False), dtype=object)
+    user_ids = np.asarray(table.column(Columns.USER).to_numpy(zero_copy_only=False), dtype=object)
     item_ids = np.concatenate(
-        [np.array([""], dtype=object), vocab.column("item_id").to_numpy(zero_copy_only=False)]
+        [np.array([""], dtype=object), vocab.column(Columns.ITEM).to_numpy(zero_copy_only=False)]
     )
     return Sequences(user_ids=user_ids, item_ids=item_ids, offsets=offsets, items=items)
 

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.common.columns import Columns, MetricKeys
 from core.data.sequences import Sequences, dataset_sequences
 from core.data.splits import EvalSplit, event_times, make_split
 from core.evaluation.accuracy import KS, per_user_metrics
@@ -279,11 +280,11 @@ def category_features(items: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray |
     Row ``i`` belongs to item index ``i`` (row 0 and the mask row stay zero)."""
     if items is None or items.empty or "categories" not in items:
         return None
-    exploded = items[["item_id", "categories"]].explode("categories").dropna()
+    exploded = items[[Columns.ITEM, "categories"]].explode("categories").dropna()
     if exploded.empty:
         return None
     index = pd.Series(np.arange(len(item_ids)), index=pd.Index(item_ids.astype(str)))
-    rows = index.reindex(exploded["item_id"].astype(str)).to_numpy()
+    rows = index.reindex(exploded[Columns.ITEM].astype(str)).to_numpy()
     cats, codes = np.unique(exploded["categories"].astype(str).to_numpy(), return_inverse=True)
     keep = ~np.isnan(rows)
     out = np.zeros((len(item_ids) + 1, len(cats)), dtype=np.float32)
@@ -477,10 +478,10 @@ def model_curves(path: str) -> tuple[list[dict], float | None]:
     if not isinstance(training, dict):
         return [], None
     history = [
-        {"epoch": h.get("epoch"), "loss": h.get("loss"), "val_ndcg10": h.get("val_ndcg@10")}
+        {"epoch": h.get("epoch"), "loss": h.get("loss"), "val_ndcg10": h.get(MetricKeys.NDCG)}
         for h in training.get("history", [])
         if isinstance(h, dict)
     ]
     memory = training.get("transitions")
-    value = memory.get("val_ndcg@10") if isinstance(memory, dict) and memory.get("kept") else None
+    value = memory.get(MetricKeys.NDCG) if isinstance(memory, dict) and memory.get("kept") else None
     return history, float(value) if isinstance(value, int | float) else None

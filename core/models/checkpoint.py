@@ -30,6 +30,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from core.common.columns import MetricKeys
 from core.models.bert import ModelConfig, PreferenceModel
 
 FORMAT = "reclens-bert-preference/1"
@@ -352,7 +353,7 @@ def model_card(config: ModelConfig, training: dict[str, Any]) -> str:
         + (
             f"{config.transitions:,} recorded (item, next item) pairs, prior weight "
             f"{config.transition_alpha:g} (the Transformer alone: validation NDCG@10 "
-            f"{training.get('transitions', {}).get('val_ndcg@10_without', float('nan')):.4f})"
+            f"{training.get('transitions', {}).get(MetricKeys.WITHOUT_MEMORY, float('nan')):.4f})"
             if config.transitions
             else "none"
         ),

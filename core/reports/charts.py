@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from core.common.columns import Columns
 from core.common.escape import plotly as plotly_text
 from core.common.escape import plotly_values
 
@@ -410,9 +411,9 @@ def interest_drift(steps: pd.DataFrame, affinity: pd.DataFrame) -> go.Figure:
         row_heights=[0.65, 0.35] if with_cats else None,
         vertical_spacing=0.08,
     )
-    steps = _escaped(steps, "title", "item_id", "dominant")
+    steps = _escaped(steps, "title", Columns.ITEM, "dominant")
     affinity = _escaped(affinity, "category")
-    hover = steps["title"].where(steps["title"].astype(bool), steps["item_id"])
+    hover = steps["title"].where(steps["title"].astype(bool), steps[Columns.ITEM])
     if with_cats:
         for i, (category, part) in enumerate(affinity.groupby("category", sort=False)):
             fig.add_trace(
@@ -475,7 +476,7 @@ def user_map(points: pd.DataFrame, selected: str | None = None, method: str = "p
     if points.empty:
         return _empty(title, "No users yet.")
     scatter = go.Scattergl if len(points) > 5000 else go.Scatter
-    points = _escaped(points, "user_id", "dominant")  # the page unescapes a clicked id
+    points = _escaped(points, Columns.USER, "dominant")  # the page unescapes a clicked id
     fig = go.Figure()
     palette = px.colors.qualitative.Set2 + px.colors.qualitative.Pastel1
     for seg, part in points.groupby("segment", sort=True):
@@ -486,14 +487,14 @@ def user_map(points: pd.DataFrame, selected: str | None = None, method: str = "p
                 mode="markers",
                 name=f"segment {seg}",
                 marker=dict(size=5, color=palette[int(seg) % len(palette)], opacity=0.75),
-                customdata=part[["user_id"]].to_numpy(),
-                hovertext=part["user_id"] + " · " + part["dominant"].astype(str),
+                customdata=part[[Columns.USER]].to_numpy(),
+                hovertext=part[Columns.USER] + " · " + part["dominant"].astype(str),
                 hoverinfo="text",
             )
         )
     selected = None if selected is None else plotly_text(selected)
-    if selected is not None and (points["user_id"] == selected).any():
-        me = points[points["user_id"] == selected]
+    if selected is not None and (points[Columns.USER] == selected).any():
+        me = points[points[Columns.USER] == selected]
         fig.add_trace(
             go.Scatter(
                 x=me["x"],
@@ -501,8 +502,8 @@ def user_map(points: pd.DataFrame, selected: str | None = None, method: str = "p
                 mode="markers",
                 name=f"user {selected}",
                 marker=dict(size=18, symbol="star", color="#E8590C", line=dict(width=1)),
-                customdata=me[["user_id"]].to_numpy(),
-                hovertext=me["user_id"],
+                customdata=me[[Columns.USER]].to_numpy(),
+                hovertext=me[Columns.USER],
                 hoverinfo="text",
             )
         )
@@ -549,7 +550,7 @@ def history_timeline(frame: pd.DataFrame) -> go.Figure:
     title = "History timeline"
     if frame.empty:
         return _empty(title, "No events for this user.")
-    data = _escaped(frame, "category", "event_type", "title", "item_id")
+    data = _escaped(frame, "category", "event_type", "title", Columns.ITEM)
     category = data["category"] if "category" in data else pd.Series("", index=data.index)
     category = category.fillna("").astype(str)
     data["event_type"] = (
@@ -557,7 +558,7 @@ def history_timeline(frame: pd.DataFrame) -> go.Figure:
     )
     titles = data["title"] if "title" in data else pd.Series(None, index=data.index, dtype=object)
     titles = titles.where(titles.notna() & (titles.astype(str) != ""), None)
-    data["label"] = titles.fillna(data["item_id"]).astype(str)
+    data["label"] = titles.fillna(data[Columns.ITEM]).astype(str)
     by_item = not (category != "").any()
     data["row"] = data["label"] if by_item else category.replace("", "(no category)")
     use_time = "time" in data and data["time"].notna().all()
@@ -567,7 +568,7 @@ def history_timeline(frame: pd.DataFrame) -> go.Figure:
         y="row",
         color="event_type",
         hover_name="label",
-        hover_data={"item_id": True, "pos": True, "row": False},
+        hover_data={Columns.ITEM: True, "pos": True, "row": False},
         title=title + (" (no categories: one row per item)" if by_item else ""),
     )
     fig.update_traces(marker=dict(size=9, opacity=0.8))

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.common.columns import MetricKeys
 from core.evaluation.runner import model_curves, stored_runs
 from core.models.registry import resolve_model
 from core.reports import charts
@@ -424,20 +425,20 @@ def validation_rows(training: dict[str, Any]) -> list[dict[str, Any]]:
         return [
             {
                 "model": "with the transition memory (as saved)",
-                "NDCG@10": H.fmt_num(metrics.get("val_ndcg@10")),
-                "HR@10": H.fmt_num(metrics.get("val_hr@10")),
+                "NDCG@10": H.fmt_num(metrics.get(MetricKeys.NDCG)),
+                "HR@10": H.fmt_num(metrics.get(MetricKeys.HR)),
             },
             {
                 "model": "the Transformer alone",
-                "NDCG@10": H.fmt_num(memory.get("val_ndcg@10_without")),
-                "HR@10": H.fmt_num(best.get("val_hr@10")),
+                "NDCG@10": H.fmt_num(memory.get(MetricKeys.WITHOUT_MEMORY)),
+                "HR@10": H.fmt_num(best.get(MetricKeys.HR)),
             },
         ]
     return [
         {
             "model": "the Transformer alone (as saved: no transition memory)",
-            "NDCG@10": H.fmt_num(metrics.get("val_ndcg@10")),
-            "HR@10": H.fmt_num(metrics.get("val_hr@10")),
+            "NDCG@10": H.fmt_num(metrics.get(MetricKeys.NDCG)),
+            "HR@10": H.fmt_num(metrics.get(MetricKeys.HR)),
         }
     ]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.common.columns import Columns
 from core.common.tables import join_categories, text_or_empty, with_main_category
 from core.reports import charts
 from core.reports import markup as H
@@ -68,8 +69,8 @@ def model_sections(
 
 def default_users(points: pd.DataFrame, limit: int = EXAMPLE_USERS) -> list[str]:
     """The first user (in id order) of each segment, largest segments first, at most ``limit``."""
-    firsts = points.sort_values(["segment", "user_id"]).drop_duplicates("segment")
-    return [str(u) for u in firsts["user_id"].head(limit)]
+    firsts = points.sort_values(["segment", Columns.USER]).drop_duplicates("segment")
+    return [str(u) for u in firsts[Columns.USER].head(limit)]
 
 
 # --------------------------------------------------------------------------- interests
@@ -169,7 +170,7 @@ def users_section(
     item, side by side with most-popular, and the top item's explanation."""
     if not users:
         return H.absent("No example users were asked for.")
-    segment_of = dict(zip(umap_.points["user_id"], umap_.points["segment"], strict=True))
+    segment_of = dict(zip(umap_.points[Columns.USER], umap_.points["segment"], strict=True))
     out = [
         H.paragraph(
             f"Top-{TOP_K} of the model (seen items hidden; score = probability of being the "
@@ -223,7 +224,7 @@ def user_block(
         return "".join(out)
     index = item_index(data.saved)
     pop = most_popular(data.catalog, history, TOP_K)
-    overlap = len(set(top["item_id"]) & set(pop["item_id"]))
+    overlap = len(set(top[Columns.ITEM]) & set(pop[Columns.ITEM]))
     out.append(
         '<div class="side"><div>'
         + H.heading(4, f"{data.saved.name} (sequence model)")
@@ -234,8 +235,8 @@ def user_block(
         + "</div></div>"
     )
     out.append(H.paragraph(f"{overlap} of {len(top)} items appear in both lists.", "note"))
-    if reasons.get(top["item_id"].iloc[0]) is not None:
-        first = top["item_id"].iloc[0]
+    if reasons.get(top[Columns.ITEM].iloc[0]) is not None:
+        first = top[Columns.ITEM].iloc[0]
         frame = reasons[first].head(10)
         frame = frame.assign(label=[_label(data, index, h) for h in frame["history_item"]])
         title = f"Why {_label(data, index, first)}: history items by contribution"
@@ -260,7 +261,7 @@ def ranked_with_reasons(
     """The model's top-10 for a history (seen items hidden) and each item's occlusion
     explanation (:func:`core.serving.recommend.explain`), as the Recommendations page ranks them."""
     top = recommend(data.saved, history, TOP_K, True, catalog=data.catalog)
-    reasons = explain(data.saved, history, list(top["item_id"])) if len(top) else {}
+    reasons = explain(data.saved, history, list(top[Columns.ITEM])) if len(top) else {}
     return top, reasons
 
 
@@ -279,10 +280,10 @@ def _list_rows(
     reasons: dict[str, pd.DataFrame] | None,
 ) -> list[dict[str, Any]]:
     """Rows of a top-K list: rank, item, categories, score (or training events), reasons."""
-    because = because_of(reasons, list(frame["item_id"]), n=3) if reasons is not None else None
+    because = because_of(reasons, list(frame[Columns.ITEM]), n=3) if reasons is not None else None
     rows = []
     for n, r in enumerate(frame.to_dict("records")):
-        row: dict[str, Any] = {"rank": int(r["rank"]), "item": _label(data, index, r["item_id"])}
+        row: dict[str, Any] = {"rank": int(r["rank"]), "item": _label(data, index, r[Columns.ITEM])}
         if data.catalog.has_categories:
             row["categories"] = r.get("categories", "")
         if because is not None:
@@ -299,7 +300,7 @@ def _recent_events(events: pd.DataFrame) -> list[dict[str, Any]]:
     recent = events.tail(HISTORY_SHOWN).iloc[::-1]
     rows = []
     for r in recent.to_dict("records"):
-        row: dict[str, Any] = {"event number": int(r["pos"]), "item": r["item_id"]}
+        row: dict[str, Any] = {"event number": int(r["pos"]), "item": r[Columns.ITEM]}
         if text_or_empty(r.get("title")):
             row["title"] = r["title"]
         row["categories"] = join_categories(r.get("categories"))

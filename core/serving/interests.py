@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.common.columns import Columns
 from core.data.sequences import Sequences
 from core.serving.recommend import (
     ModelData,
@@ -222,7 +223,7 @@ def drift(
     steps = pd.DataFrame(
         {
             "step": np.arange(1, n + 1),
-            "item_id": cat.item_ids[indices],
+            Columns.ITEM: cat.item_ids[indices],
             "title": cat.titles[indices],
             "category": [cat.categories[i][0] if cat.categories[i] else "" for i in indices],
             "cosine_change": change,
@@ -380,7 +381,7 @@ def user_map(
     dominant = np.asarray(names, dtype=object)[aff.argmax(1)] if names else np.full(len(matrix), "")
     points = pd.DataFrame(
         {
-            "user_id": vectors.user_ids,
+            Columns.USER: vectors.user_ids,
             "x": coords[:, 0],
             "y": coords[:, 1],
             "segment": labels,
@@ -433,8 +434,8 @@ def map_sample(
     if len(points) <= limit:
         return points
     chosen = points.sample(n=limit, random_state=seed)
-    if keep is not None and not (chosen["user_id"] == keep).any():
-        mine = points[points["user_id"] == keep]
+    if keep is not None and not (chosen[Columns.USER] == keep).any():
+        mine = points[points[Columns.USER] == keep]
         if len(mine):
             chosen = pd.concat([chosen.iloc[: limit - 1], mine])
     return chosen.sort_index()
@@ -453,7 +454,9 @@ def similar_users(
         sims = np.where(vectors.user_ids == exclude, -np.inf, sims)
     k = min(k, len(sims) - (exclude is not None))
     top = np.argsort(-sims, kind="stable")[: max(0, k)]
-    return pd.DataFrame({"user_id": vectors.user_ids[top], "similarity": sims[top].astype(float)})
+    return pd.DataFrame(
+        {Columns.USER: vectors.user_ids[top], "similarity": sims[top].astype(float)}
+    )
 
 
 @torch.no_grad()
@@ -481,16 +484,18 @@ def planted_comparison(store: Store, data: ModelData, vectors: InterestVectors) 
     """
     planted = store.planted_frame(data.dataset_id)
     if planted.empty:
-        return pd.DataFrame(columns=["user_id", "planted", "planted_final", "recovered", "match"])
+        return pd.DataFrame(
+            columns=[Columns.USER, "planted", "planted_final", "recovered", "match"]
+        )
     names, aff = category_affinity(data, vectors.matrix, "main")
     recovered = pd.Series(np.asarray(names, dtype=object)[aff.argmax(1)], index=vectors.user_ids)
-    frame = planted[planted["user_id"].isin(recovered.index)]
+    frame = planted[planted[Columns.USER].isin(recovered.index)]
     out = pd.DataFrame(
         {
-            "user_id": frame["user_id"].to_numpy(),
+            Columns.USER: frame[Columns.USER].to_numpy(),
             "planted": [", ".join(x) for x in frame["interests"]],
             "planted_final": frame["final_interest"].to_numpy(),
-            "recovered": recovered.loc[frame["user_id"]].to_numpy(),
+            "recovered": recovered.loc[frame[Columns.USER]].to_numpy(),
         }
     )
     out["match"] = out["planted_final"] == out["recovered"]
@@ -532,7 +537,7 @@ def user_report(
         "drift": [
             {
                 "step": int(r.step),
-                "item_id": r.item_id,
+                Columns.ITEM: r.item_id,
                 "cosine_change": None if np.isnan(r.cosine_change) else float(r.cosine_change),
                 "dominant": r.dominant,
                 "shift": bool(r.is_shift),
@@ -540,11 +545,11 @@ def user_report(
             for r in dr.steps.itertuples(index=False)
         ],
         "neighbours": [
-            {"user_id": r.user_id, "similarity": float(r.similarity)}
+            {Columns.USER: r.user_id, "similarity": float(r.similarity)}
             for r in users.itertuples(index=False)
         ],
         "aligned_items": [
-            {"item_id": r.item_id, "title": r.title, "alignment": float(r.alignment)}
+            {Columns.ITEM: r.item_id, "title": r.title, "alignment": float(r.alignment)}
             for r in items.itertuples(index=False)
         ],
     }

@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from core.common.columns import Columns
 from core.common.tables import category_list, text_or_empty
 from core.data.sequences import Sequences, dataset_sequences
 from core.data.splits import leave_one_out
@@ -190,7 +191,7 @@ class Catalog:
         indices = np.asarray(indices, dtype=np.int64)
         return pd.DataFrame(
             {
-                "item_id": self.item_ids[indices],
+                Columns.ITEM: self.item_ids[indices],
                 "title": self.titles[indices],
                 "categories": [", ".join(self.categories[i]) for i in indices],
                 "popularity_rank": self.pop_rank[indices],
@@ -248,7 +249,7 @@ def load_model_data(store: Store, saved: SavedModel) -> ModelData:
     categories: list[list[str]] = [[] for _ in range(n + 1)]
     items = store.items_frame(info.dataset_id)
     for item_id, title, cats in zip(
-        items["item_id"], items["title"], items["categories"], strict=True
+        items[Columns.ITEM], items["title"], items["categories"], strict=True
     ):
         i = index.get(item_id)
         if i is None:
@@ -328,12 +329,12 @@ def recommend(
     frame = pd.DataFrame(
         {
             "rank": np.arange(1, len(top_np) + 1),
-            "item_id": saved.item_ids[top_np],
+            Columns.ITEM: saved.item_ids[top_np],
             "score": scores.numpy().astype(float),
         }
     )
     if catalog is not None:
-        extra = catalog.describe(top_np).drop(columns="item_id")
+        extra = catalog.describe(top_np).drop(columns=Columns.ITEM)
         frame = pd.concat([frame, extra], axis=1)
     return frame
 
@@ -580,9 +581,9 @@ def top_k_table(data: ModelData, k: int = 20, exclude_seen: bool = True, **kw) -
     keep = items.reshape(-1) > 0
     return pa.table(
         {
-            "user_id": pa.array(np.repeat(data.histories.user_ids[users], k)[keep], pa.string()),
+            Columns.USER: pa.array(np.repeat(data.histories.user_ids[users], k)[keep], pa.string()),
             "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), len(users))[keep]),
-            "item_id": pa.array(data.saved.item_ids[items.reshape(-1)[keep]], pa.string()),
+            Columns.ITEM: pa.array(data.saved.item_ids[items.reshape(-1)[keep]], pa.string()),
             "score": pa.array(scores.reshape(-1)[keep]),
         }
     )

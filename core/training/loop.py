@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.common.columns import MetricKeys
 from core.data.sequences import Sequences
 from core.data.splits import leave_one_out
 from core.models.bert import ModelConfig, PreferenceModel
@@ -402,8 +403,8 @@ def _validate_epoch(run: _Run, epoch: int, shared_loss: float, epoch_started: fl
     record = {
         "epoch": epoch + 1,
         "loss": shared_loss / steps,
-        "val_ndcg@10": ndcg,
-        "val_hr@10": hr,
+        MetricKeys.NDCG: ndcg,
+        MetricKeys.HR: hr,
         "seconds": time.perf_counter() - epoch_started,
         "elapsed_s": time.perf_counter() - run.started,  # since the run began
         "lr": run.optimizer.param_groups[0]["lr"],  # at the epoch's last step
@@ -457,7 +458,7 @@ def _finish(run: _Run, stopped_early: bool, interrupted: bool) -> TrainResult:
     if config.transitions and not config.causal and not interrupted and standing.best_epoch:
         transitions = _fit_memory(run)
         if transitions["kept"]:
-            best_ndcg, best_hr = transitions["val_ndcg@10"], transitions["val_hr@10"]
+            best_ndcg, best_hr = transitions[MetricKeys.NDCG], transitions[MetricKeys.HR]
     seconds = time.perf_counter() - run.started
     run.say(
         Progress(
@@ -501,7 +502,7 @@ def _fit_memory(run: _Run) -> dict:
         run.cluster,
     )
     steps = run.schedule.steps_per_epoch
-    best_ndcg = transitions["val_ndcg@10"] if transitions["kept"] else standing.best_ndcg
+    best_ndcg = transitions[MetricKeys.NDCG] if transitions["kept"] else standing.best_ndcg
     run.say(
         Progress(
             "transitions",

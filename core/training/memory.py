@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.common.columns import MetricKeys
 from core.data.sequences import Sequences
 from core.models.bert import PreferenceModel, fuse_log_probs
 from core.training.cluster import Cluster
@@ -83,9 +84,9 @@ def fit_transitions(
         "kept": kept,
         "alpha": float(best) if kept else None,
         "pairs": int(len(src)),
-        "val_ndcg@10": found[best if kept else None][0],
-        "val_hr@10": found[best if kept else None][1],
-        "val_ndcg@10_without": without,
+        MetricKeys.NDCG: found[best if kept else None][0],
+        MetricKeys.HR: found[best if kept else None][1],
+        MetricKeys.WITHOUT_MEMORY: without,
         "tried": {str(a): found[a][0] for a in alphas},
         "message": message,
     }

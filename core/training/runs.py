@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.common.columns import MetricKeys
 from core.data.sequences import Sequences, dataset_sequences
 from core.data.splits import validation_users
 from core.models.checkpoint import CheckpointError, check_replaceable, save_model
@@ -127,7 +128,7 @@ def training_record(
         "seconds": round(result.seconds, 2),
         "stopped_early": result.stopped_early,
         "interrupted": result.interrupted,
-        "metrics": {"val_ndcg@10": result.best_val_ndcg10, "val_hr@10": result.best_val_hr10},
+        "metrics": {MetricKeys.NDCG: result.best_val_ndcg10, MetricKeys.HR: result.best_val_hr10},
         "transitions": {k: v for k, v in result.transitions.items() if k != "message"},
     }
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from core.common.columns import MetricKeys
 from core.data.splits import Split
 from core.models.bert import PreferenceModel, append_mask
 from core.training.cluster import Cluster
@@ -254,7 +255,7 @@ class EarlyStopping:
     def record(self, record: dict, model: PreferenceModel) -> None:
         """Add an epoch's ``record``; keep ``model``'s weights when it is the best yet."""
         self.history.append(record)
-        ndcg = record["val_ndcg@10"]
+        ndcg = record[MetricKeys.NDCG]
         if ndcg > self.best_ndcg:
             self.best_ndcg, self.best_epoch, self.bad_epochs = ndcg, record["epoch"], 0
             self.best_state = snapshot(model)
@@ -266,4 +267,4 @@ class EarlyStopping:
 
     def best_hr(self) -> float:
         """Validation HR@10 of the best epoch (0 before any epoch)."""
-        return next((h["val_hr@10"] for h in self.history if h["epoch"] == self.best_epoch), 0.0)
+        return next((h[MetricKeys.HR] for h in self.history if h["epoch"] == self.best_epoch), 0.0)

@@ -6,6 +6,7 @@ import html
 
 import streamlit as st
 
+from core.common.columns import Columns
 from core.common.tables import drop_empty_columns, with_main_category
 from core.reports import charts
 from core.serving import interests
@@ -90,7 +91,7 @@ with left:
         key="interests_segment",
         format_func=lambda s: f"segment {s} ({fmt_int(umap_.segments.at[s, 'users'])} users)",
     )
-    members = points.loc[points["segment"] == segment, "user_id"].head(500).tolist()
+    members = points.loc[points["segment"] == segment, Columns.USER].head(500).tolist()
     st.selectbox(
         "User of the segment",
         members,
@@ -116,7 +117,7 @@ with right:
         )
 
 history = data.history_ids(user)
-row = points[points["user_id"] == user]
+row = points[points[Columns.USER] == user]
 seg = int(row["segment"].iloc[0]) if len(row) else None
 has_categories = data.catalog.has_categories
 st.subheader(f"User {md_escape(user)}")
@@ -133,7 +134,7 @@ if has_categories:
 # --------------------------------------------------------------------------- planted (demo)
 truth = planted(name, created)
 if not truth.empty:
-    mine = truth[truth["user_id"] == user]
+    mine = truth[truth[Columns.USER] == user]
     rate = float(truth["match"].mean())
     with st.container(border=True):
         st.markdown(

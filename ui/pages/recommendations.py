@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.common.columns import Columns
 from core.common.tables import drop_empty_columns
 from core.reports import charts
 from core.services import export_home, recommend_with_reasons
@@ -91,7 +92,7 @@ def show_explanation(top: pd.DataFrame, reasons: dict[str, pd.DataFrame], key: s
     index = item_index(data.saved)
     choice = st.selectbox(
         "Explain",
-        list(top["item_id"]),
+        list(top[Columns.ITEM]),
         key=f"{key}_explain",
         format_func=lambda i: item_label(data, index[i]),
         help="Occlusion: how much the item's score drops when a history item is removed",
@@ -103,7 +104,7 @@ def show_explanation(top: pd.DataFrame, reasons: dict[str, pd.DataFrame], key: s
     )
 
 
-SHOWN = ["rank", "title", "item_id", "categories", "score", "popularity_rank", "because of"]
+SHOWN = ["rank", "title", Columns.ITEM, "categories", "score", "popularity_rank", "because of"]
 
 
 @st.fragment(run_every=1)
@@ -233,15 +234,15 @@ with tab_whatif:
         )
     with right:
         what, why = ranked_with_reasons(edited)
-        before = set(recommend(data.saved, history[-window:], int(k), exclude_seen)["item_id"])
-        what["new"] = ["" if i in before else "new" for i in what["item_id"]]
+        before = set(recommend(data.saved, history[-window:], int(k), exclude_seen)[Columns.ITEM])
+        what["new"] = ["" if i in before else "new" for i in what[Columns.ITEM]]
         st.markdown("**Recommendations for the edited history**")
         if what.empty:
             st.info(nothing_left(edited))
         else:
             st.dataframe(
                 drop_empty_columns(
-                    what[["rank", "title", "item_id", "score", "new", "because of"]]
+                    what[["rank", "title", Columns.ITEM, "score", "new", "because of"]]
                 ),
                 hide_index=True,
                 column_config={"score": st.column_config.NumberColumn(format="%.4f")},
@@ -286,11 +287,11 @@ with tab_base:
                 st.info(nothing_left(history))
             else:
                 st.dataframe(
-                    drop_empty_columns(frame[["rank", "title", "item_id", "score"]]),
+                    drop_empty_columns(frame[["rank", "title", Columns.ITEM, "score"]]),
                     hide_index=True,
                 )
     if len(top):
-        overlap = len(set(top["item_id"]) & set(base["item_id"]))
+        overlap = len(set(top[Columns.ITEM]) & set(base[Columns.ITEM]))
         st.caption(f"{overlap} of {len(top)} items appear in both lists.")
 
 # --------------------------------------------------------------------------- export

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core.common.columns import MetricKeys
 from core.common.tables import drop_empty_columns
 from core.data.splits import VAL_SHARE, VAL_USERS_MIN
 from core.models.bert import ATTENTIONS
@@ -320,7 +321,7 @@ def _run_panel(run: RunStatus, runs: list[RunStatus]) -> None:
 def _memory_ndcg(result: dict | None) -> float | None:
     """Validation NDCG@10 with the transition memory, when the run kept one."""
     memory = (result or {}).get("transitions") or {}
-    return memory.get("val_ndcg@10") if memory.get("kept") else None
+    return memory.get(MetricKeys.NDCG) if memory.get("kept") else None
 
 
 @st.fragment(run_every=2)
@@ -358,8 +359,8 @@ def models_section(dataset: str) -> None:
                         {
                             "name": m.name,
                             "dataset": m.dataset,
-                            "val NDCG@10": m.metrics.get("val_ndcg@10"),
-                            "val HR@10": m.metrics.get("val_hr@10"),
+                            "val NDCG@10": m.metrics.get(MetricKeys.NDCG),
+                            "val HR@10": m.metrics.get(MetricKeys.HR),
                             "preset": m.config.get("preset"),
                             "created": m.created,
                             "warning": model_warning(get_store(), m) or "",
