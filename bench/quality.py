@@ -69,7 +69,6 @@ from core.training.runs import train_dataset  # noqa: E402
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "amazon-beauty" / "beauty.txt"
 MEASURED_CODE = (
     "core/evaluation/",
-    "core/evaluation/baselines.py",
     "core/training/",
     "core/models/bert.py",
 )
