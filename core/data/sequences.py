@@ -95,16 +95,30 @@ class Sequences:
 
     def _padded(self, values: np.ndarray, max_len: int, users: np.ndarray | None) -> np.ndarray:
         users = np.arange(self.n_users) if users is None else np.asarray(users)
-        starts, ends = self.offsets[users], self.offsets[users + 1]
-        lengths = np.minimum(ends - starts, max_len)
-        out = np.zeros((len(users), max_len), dtype=np.int32)
-        rows = np.repeat(np.arange(len(users)), lengths)
-        # Position of each kept event inside its row, counted from the row start.
-        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        cols = max_len - np.repeat(lengths, lengths) + within
-        src = np.repeat(ends - lengths, lengths) + within
-        out[rows, cols] = values[src]
-        return out
+        return left_padded(values, self.offsets[users], self.offsets[users + 1], max_len)
+
+
+def left_padded(
+    values: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    width: int,
+    dtype: type = np.int32,
+) -> np.ndarray:
+    """Rows of ``values[starts[r]:ends[r]]``, each cut to its last ``width`` values and
+    left-padded with :data:`PAD` (0): the form every model input starts from.
+
+    >>> left_padded(np.array([1, 2, 3, 4]), np.array([0, 3]), np.array([3, 4]), 2).tolist()
+    [[2, 3], [0, 4]]
+    """
+    lengths = np.minimum(ends - starts, width)
+    out = np.full((len(starts), width), PAD, dtype=dtype)
+    rows = np.repeat(np.arange(len(starts)), lengths)
+    # Position of each kept value inside its row, counted from the row's first kept one.
+    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    cols = width - np.repeat(lengths, lengths) + within
+    out[rows, cols] = values[np.repeat(ends - lengths, lengths) + within]
+    return out
 
 
 def from_arrow(table: pa.Table, vocab: pa.Table) -> Sequences:

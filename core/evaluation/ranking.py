@@ -20,6 +20,7 @@ import torch
 from core.data.sequences import Sequences
 from core.data.splits import EvalSplit
 from core.evaluation.accuracy import KS
+from core.models.inputs import shortest_first
 from core.models.scoring import Scorer
 from core.store import ProgressFn
 
@@ -73,7 +74,6 @@ def rank(
     max_k = min(max_k, split.inputs.n_items)
     # Shortest histories first: a neural scorer then trims padding per batch.
     lengths = np.minimum(split.inputs.lengths[users], scorer.history_len)
-    order = np.argsort(lengths, kind="stable")
     greater = np.zeros(n, dtype=np.int64)
     ties = np.zeros(n, dtype=np.int64)
     top = np.zeros((n, max_k), dtype=np.int64)
@@ -81,8 +81,8 @@ def rank(
     s_ties = np.zeros(n, dtype=np.int64) if sampled else None
     generator = torch.Generator().manual_seed(seed)
     draw = _negative_weights(sampling, popularity, split.inputs.n_items + 2) if sampled else None
-    for start in range(0, n, batch):
-        rows = order[start : start + batch]
+    done = 0
+    for rows in shortest_first(lengths, batch):
         who = users[rows]
         hist = torch.as_tensor(split.inputs.padded(scorer.history_len, who), dtype=torch.long)
         scores = scorer.score(hist)
@@ -95,8 +95,9 @@ def rank(
                 scores, target_score, draw, sampled, generator
             )
         top[rows] = _top_k(scores, tgt, target_score, max_k)
+        done += len(rows)
         if progress:
-            progress(min(1.0, (start + len(rows)) / max(n, 1)), f"{scorer.name}: ranking")
+            progress(min(1.0, done / max(n, 1)), f"{scorer.name}: ranking")
     return Ranked(greater, ties, top, s_greater, s_ties, time.perf_counter() - started)
 
 

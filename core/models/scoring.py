@@ -11,7 +11,8 @@ from typing import Protocol
 
 import torch
 
-from core.models.bert import PreferenceModel, append_mask
+from core.models.bert import PreferenceModel
+from core.models.inputs import history_width, query_inputs
 
 
 class Scorer(Protocol):
@@ -36,16 +37,14 @@ class ModelScorer:
     """A :class:`core.models.bert.PreferenceModel` (bidirectional, or causal for SASRec) as a
     scorer.
 
-    The bidirectional model reads the last ``max_len - 1`` items followed by the mask
-    token (as :mod:`core.serving.recommend` does); a causal one reads the last ``max_len - 1``
-    items and predicts from the last position.
+    Its queries are built by :mod:`core.models.inputs`, as serving's are: the last
+    ``max_len - 1`` items, followed by the mask token for the bidirectional model.
     """
 
     def __init__(self, model: PreferenceModel, name: str) -> None:
         self.model = model.eval()
         self.name = name
-        causal = model.config.causal
-        self.history_len = model.config.max_len - 1 if causal else model.config.max_len
+        self.history_len = history_width(model.config)
         self.device = next(model.parameters()).device
 
     @torch.no_grad()
@@ -53,15 +52,7 @@ class ModelScorer:
         """(user states (batch, hidden), item table (n_items + 2, hidden), item bias):
         the scores are ``states @ table.T + bias``."""
         model = self.model
-        hist = histories.to(self.device).long()
-        n_cols = hist.shape[1]
-        count = int((hist != 0).sum(1).max()) if len(hist) else 1
-        if model.config.causal:
-            width = max(1, min(count, n_cols))
-            inputs = hist[:, n_cols - width :]
-        else:
-            width = min(count, n_cols - 1) + 1
-            inputs = append_mask(hist, model.config.mask_index)[:, n_cols - width :]
+        inputs = query_inputs(histories.to(self.device), model.config)
         table = model.item_table()
         states = model.head(model.encode(inputs, table=table)[:, -1])
         return states.float(), table.float(), model.item_bias.float()

@@ -13,8 +13,9 @@ import torch
 from core.common.columns import MetricKeys
 from core.data.sequences import Sequences
 from core.models.bert import PreferenceModel, fuse_log_probs
+from core.models.inputs import query_batches
 from core.training.cluster import Cluster
-from core.training.validation import shared_ndcg_hr, tie_floor, trimmed_batches
+from core.training.validation import shared_ndcg_hr, tie_floor
 
 # Weights of the Transformer's prior tried on validation. A strong Transformer wants a
 # heavy prior: on Beauty the `balanced` preset picked 100, the old grid's edge.
@@ -107,9 +108,11 @@ def _ranks_with_memory(
     table = model.item_table()
     variants = [None, *alphas]  # None = the Transformer alone
     ranks = {v: np.empty(len(targets), dtype=np.int64) for v in variants}
-    for rows, hist, inputs, kinds in trimmed_batches(model, histories, types, batch, device):
+    for query in query_batches(histories, model.config, batch, device, types):
+        rows, hist = query.rows, query.histories
         tgt = torch.as_tensor(targets[rows], device=device).long()[:, None]
-        logits = model.score(model.encode(inputs, kinds, table=table)[:, -1], table).float()
+        states = model.encode(query.inputs, query.types, table=table)[:, -1]
+        logits = model.score(states, table).float()
         log_probs = torch.log_softmax(logits, dim=-1)  # one softmax for every alpha
         followed = model.transitions_of(hist[:, -1])
         for v in variants:

@@ -3,8 +3,9 @@
 Each epoch ranks every validation user's held-out item among all items by the
 Transformer alone (:func:`rank_targets`, with an early stop once a target is out of the
 top 10), and :class:`EarlyStopping` keeps the history and the best epoch's weights.
-:func:`trimmed_batches` and :func:`tie_floor` are shared with the transition memory's
-search (:mod:`core.training.memory`), which ranks the same users.
+:func:`tie_floor` is shared with the transition memory's search
+(:mod:`core.training.memory`), which ranks the same users; both build their queries with
+:func:`core.models.inputs.query_batches`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import torch
 
 from core.common.columns import MetricKeys
 from core.data.splits import Split
-from core.models.bert import PreferenceModel, append_mask
+from core.models.bert import PreferenceModel
+from core.models.inputs import query_batches
 from core.training.cluster import Cluster
 
 
@@ -56,9 +58,10 @@ def rank_targets(
     table, bias = model.item_table(), model.item_bias
     not_item = model.not_item.nonzero().flatten()
     ranks = np.empty(len(targets), dtype=np.int64)
-    for rows, hist, inputs, kinds in trimmed_batches(model, histories, types, batch, device):
+    for query in query_batches(histories, model.config, batch, device, types):
+        rows, hist = query.rows, query.histories
         tgt = torch.as_tensor(targets[rows], device=device).long()
-        states = model.head(model.encode(inputs, kinds, table=table)[:, -1])
+        states = model.head(model.encode(query.inputs, query.types, table=table)[:, -1])
         target_logit = (states * table[tgt]).sum(1, keepdim=True) + bias[tgt, None]
         target_logit = tie_floor(target_logit)
         # Columns never counted, each once: the non-items, the target itself and,
@@ -117,43 +120,6 @@ def tie_floor(target: torch.Tensor) -> torch.Tensor:
     training, which start alike, never rank a target first), and so does a
     difference within float32 rounding of how the score was computed."""
     return target - 1e-6 * (1.0 + target.abs())
-
-
-def trimmed_batches(
-    model: PreferenceModel,
-    histories: np.ndarray,
-    types: np.ndarray | None,
-    batch: int,
-    device: torch.device,
-):
-    """Model inputs for left-padded ``histories``, ``batch`` rows at a time.
-
-    Users are taken shortest history first so that each batch drops the padding
-    columns none of its rows needs (positions count from the right, so a trimmed batch
-    means the same); for a bidirectional model the mask token replaces the oldest column.
-
-    Yields:
-        (row numbers, their histories as a tensor, the trimmed inputs, the trimmed event
-        types or None).
-    """
-    n_cols = histories.shape[1]
-    causal = model.config.causal  # a left-to-right model reads the history as it is
-    if causal:
-        needed = np.maximum((histories != 0).sum(1), 1)
-    else:
-        needed = (histories[:, 1:] != 0).sum(1) + 1
-    order = np.argsort(needed, kind="stable")
-    mask_index = model.config.mask_index
-    for start in range(0, len(histories), batch):
-        rows = order[start : start + batch]
-        width = int(needed[rows].max())
-        hist = torch.as_tensor(histories[rows], device=device).long()
-        inputs = (hist if causal else append_mask(hist, mask_index))[:, n_cols - width :]
-        kinds = None
-        if types is not None:
-            kinds = torch.as_tensor(types[rows], device=device).long()
-            kinds = (kinds if causal else append_mask(kinds, 0))[:, n_cols - width :]
-        yield rows, hist, inputs, kinds
 
 
 _RANK_CHUNK = 4096  # catalogue columns scored at once by rank_targets on a CPU

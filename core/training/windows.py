@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.data.sequences import Sequences
+from core.data.sequences import Sequences, left_padded
 from core.models.bert import ModelConfig
 from core.training.config import TrainConfig
 
@@ -65,15 +65,8 @@ def windows_ending_at(
     values: np.ndarray | None = None,
 ) -> np.ndarray:
     """Left-padded windows of up to ``max_len`` items of ``users`` ending before ``ends``."""
-    starts = np.maximum(train.offsets[users], ends - max_len)
-    width = ends - starts
-    out = np.zeros((len(users), max_len), dtype=np.int64)
-    rows = np.repeat(np.arange(len(users)), width)
-    within = np.arange(width.sum()) - np.repeat(np.cumsum(width) - width, width)
-    cols = max_len - np.repeat(width, width) + within
     source = train.items if values is None else values
-    out[rows, cols] = source[np.repeat(starts, width) + within]
-    return out
+    return left_padded(source, train.offsets[users], ends, max_len, np.int64)
 
 
 def length_bucketed_batches(
