@@ -40,8 +40,7 @@ MEASURED_CODE = (
     "core/reports/markup.py",
     "core/reports/users.py",
     "core/reports/charts.py",
-    "core/serving/interests.py",
-    "core/serving/recommend.py",
+    "core/serving/",
     "core/store/",
 )
 
@@ -56,7 +55,7 @@ def vectors_cached(store: Store, model: str | None) -> bool | None:
         return None
     from core.models.registry import resolve_model
     from core.serving import interests
-    from core.serving.recommend import load_model_data
+    from core.serving.model_data import load_model_data
 
     data = load_model_data(store, resolve_model(store, model))
     return store.vector_matrix(interests.KIND, data.owner) is not None

@@ -27,7 +27,8 @@ from core.data.uploads import sweep
 from core.models.checkpoint import SavedModel
 from core.models.registry import data_home, free_model_name
 from core.serving.exports import PREFIX as EXPORT_PREFIX
-from core.serving.recommend import Catalog, because_of, explain, recommend
+from core.serving.model_data import Catalog
+from core.serving.recommend import because_of, explain, recommend
 from core.store import Store, open_store
 from core.training.config import TrainConfig
 from core.training.loop import ProgressCallback

@@ -14,7 +14,7 @@ from _trained import MODEL, USERS, copy_of_trained
 
 from core.models.registry import resolve_model
 from core.serving import interests
-from core.serving.recommend import encode_history, head_states, load_model_data
+from core.serving.model_data import encode_history, head_states, load_model_data
 from core.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

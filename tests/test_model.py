@@ -22,7 +22,8 @@ from core.data.splits import leave_one_out
 from core.models.bert import ModelConfig, PreferenceModel, append_mask
 from core.models.checkpoint import CheckpointError, load_model, save_model
 from core.models.registry import resolve_model
-from core.serving.recommend import next_item_probabilities, recommend
+from core.serving.model_data import next_item_probabilities
+from core.serving.recommend import recommend
 from core.store import Store
 from core.training.config import TrainConfig
 from core.training.loop import Progress, StopTraining, train

@@ -16,17 +16,14 @@ from _trained import MODEL, USERS, copy_of_trained
 from core.data.splits import validation_users
 from core.models.registry import resolve_model
 from core.serving import interests
+from core.serving.exports import export_top_k, top_k_all
+from core.serving.model_data import encode_history, load_model_data, next_item_probabilities
 from core.serving.recommend import (
     baseline_list,
-    encode_history,
     explain,
-    export_top_k,
     fit_side_baseline,
-    load_model_data,
     most_popular,
-    next_item_probabilities,
     recommend,
-    top_k_all,
 )
 from core.store import Store
 

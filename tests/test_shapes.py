@@ -14,13 +14,9 @@ from shapes import HEAVY_EVENTS, ODD_ITEMS, ODD_USERS, SHAPES, copy_of_shape
 from core.evaluation import runner
 from core.models.registry import resolve_model
 from core.serving import interests
-from core.serving.recommend import (
-    baseline_list,
-    fit_side_baseline,
-    load_model_data,
-    recommend,
-    top_k_table,
-)
+from core.serving.exports import top_k_table
+from core.serving.model_data import load_model_data
+from core.serving.recommend import baseline_list, fit_side_baseline, recommend
 from core.store import Store
 
 

@@ -60,7 +60,7 @@ def test_core_keeps_a_reingested_model_with_a_warning_and_explains_a_deleted_one
         with pytest.raises(StoreError, match=DELETED):
             resolve_model(store, MODEL)
         # a directory named directly: the dataset it needs is not here
-        from core.serving.recommend import load_model_data
+        from core.serving.model_data import load_model_data
 
         saved = resolve_model(store, info.path)
         with pytest.raises(StoreError, match="which is not in this database"):

@@ -12,7 +12,8 @@ from core.data.splits import leave_one_out
 from core.models.bert import ModelConfig, PreferenceModel, append_mask
 from core.models.checkpoint import load_model, save_model
 from core.models.scoring import ModelScorer
-from core.serving.recommend import next_item_probabilities, top_k_all
+from core.serving.exports import top_k_all
+from core.serving.model_data import next_item_probabilities
 from core.training.config import TrainConfig
 from core.training.loop import train
 from core.training.memory import transition_pairs
@@ -93,7 +94,7 @@ def test_every_ranking_path_applies_the_memory_the_same_way(trained, tmp_path) -
     scores = scorer.score(torch.as_tensor(seqs.padded(scorer.history_len, users)).long())
     torch.testing.assert_close(scores.exp(), probs, atol=1e-6, rtol=1e-4)
     # Every user's top-k in one batch: the same items and probabilities.
-    from core.serving.recommend import ModelData
+    from core.serving.model_data import ModelData
 
     data = ModelData(saved, seqs, None, 0, "test")
     _, items, top, _ = top_k_all(data, k=5, exclude_seen=False)

@@ -1,7 +1,7 @@
 """What the Interests and Recommendations pages share: the active model's data, cached.
 
-UI code only: everything computed here comes from ``core.serving.recommend`` and
-``core.serving.interests``. Loaded models are cached per (model name, registration time),
+UI code only: everything computed here comes from ``core.serving`` (``model_data``,
+``recommend``, ``interests``). Loaded models are cached per (model name, registration time),
 so a retrained model of the same name is loaded afresh and nothing reloads on a click.
 """
 
@@ -13,7 +13,8 @@ import streamlit as st
 from core.models.checkpoint import CheckpointError
 from core.models.registry import resolve_model
 from core.serving import interests
-from core.serving.recommend import ModelData, fit_side_baseline, load_model_data
+from core.serving.model_data import ModelData, load_model_data
+from core.serving.recommend import fit_side_baseline
 from core.store import StoreError
 from ui.common import ACTIVE_MODEL, active_dataset, get_store, md_escape
 

@@ -62,7 +62,7 @@ from core.reports import markup as H
 from core.reports import users as report_users
 from core.reports.evaluation import evaluation_section
 from core.reports.markup import ReportError, no_categories
-from core.serving.recommend import load_model_data
+from core.serving.model_data import load_model_data
 from core.store import DatasetInfo, Store
 
 LONG_TAIL_POINTS = 2_000  # ranks drawn on the long tail (log-spaced)

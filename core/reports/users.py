@@ -16,14 +16,8 @@ from core.reports import charts
 from core.reports import markup as H
 from core.reports.markup import ReportError, no_categories
 from core.serving import interests
-from core.serving.recommend import (
-    ModelData,
-    because_of,
-    explain,
-    item_index,
-    most_popular,
-    recommend,
-)
+from core.serving.model_data import ModelData, item_index
+from core.serving.recommend import because_of, explain, most_popular, recommend
 from core.store import DatasetInfo, Store
 
 EXAMPLE_USERS = 5  # example users by default: the first of each segment, at most this many
@@ -267,7 +261,7 @@ def ranked_with_reasons(
 
 def _label(data: ModelData, index: dict[str, int], item: str) -> str:
     """The item as "Title (id)", or its id alone when it has no title; ``index`` is
-    :func:`core.serving.recommend.item_index` of the model."""
+    :func:`core.serving.model_data.item_index` of the model."""
     number = index.get(item)
     title = data.catalog.titles[number] if number is not None else ""
     return f"{title} ({item})" if title else str(item)

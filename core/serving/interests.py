@@ -36,7 +36,7 @@ import torch
 
 from core.common.columns import Columns
 from core.data.sequences import Sequences
-from core.serving.recommend import (
+from core.serving.model_data import (
     ModelData,
     batched_states,
     encode_history,

@@ -12,7 +12,8 @@ from core.reports import charts
 from core.services import export_home, recommend_with_reasons
 from core.serving import interests
 from core.serving.exports import ExportJob
-from core.serving.recommend import SIDE_BASELINES, baseline_list, item_index, recommend
+from core.serving.model_data import item_index
+from core.serving.recommend import SIDE_BASELINES, baseline_list, recommend
 from ui.common import fmt_int, get_store, md_escape, require_dataset
 from ui.model_views import current_user, item_label, require_model, side_baseline, user_search
 
