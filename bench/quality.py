@@ -58,9 +58,9 @@ from common import (  # noqa: E402  (bench/common.py)
 )
 from common import machine as machine_facts  # noqa: E402
 
-from core.evaluation.baselines import parse_baselines  # noqa: E402
 from core.evaluation.results import EvalConfig  # noqa: E402
 from core.evaluation.runner import run  # noqa: E402
+from core.models.baselines import parse_baselines  # noqa: E402
 from core.models.checkpoint import load_model, save_model  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.training.config import TrainConfig  # noqa: E402
@@ -71,6 +71,10 @@ MEASURED_CODE = (
     "core/evaluation/",
     "core/training/",
     "core/models/bert.py",
+    "core/models/baselines.py",
+    "core/models/inputs.py",
+    "core/models/scoring.py",
+    "core/data/sequences.py",
 )
 PAPER = {"model": "BERT4Rec (Sun et al., CIKM 2019)", "hr@10": 0.3025, "ndcg@10": 0.1862}
 

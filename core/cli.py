@@ -398,9 +398,9 @@ def _cmd_export(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_evaluate(store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    from core.evaluation.baselines import parse_baselines
     from core.evaluation.results import EvalConfig
     from core.evaluation.runner import run
+    from core.models.baselines import parse_baselines
 
     _check_positive(args, ("k", "ease_max_items"))
     if args.sampled < 0:

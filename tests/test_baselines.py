@@ -8,10 +8,11 @@ import torch
 from _helpers import seqs_of
 
 from core.data.splits import loo_split
-from core.evaluation import baselines as B
 from core.evaluation.runner import evaluate
+from core.models import baselines as B
 from core.models.bert import ModelConfig, PreferenceModel
 from core.models.scoring import ModelScorer
+from core.training.baselines import fit_baselines, sasrec
 from core.training.config import TrainConfig
 
 
@@ -89,7 +90,7 @@ def test_ease_matches_the_closed_form() -> None:
 
 def test_ease_is_skipped_with_a_note_above_the_limit() -> None:
     seqs = seqs_of([[1, 2, 3], [2, 3, 4], [4, 5, 1]], 5)
-    scorers, notes = B.fit_baselines(["pop", "ease"], loo_split(seqs), ease_max_items=3)
+    scorers, notes = fit_baselines(["pop", "ease"], loo_split(seqs), ease_max_items=3)
     assert [s.name for s in scorers] == ["pop"]
     assert "ease skipped" in notes[0] and "limit of 3" in notes[0]
 
@@ -128,7 +129,7 @@ def test_sasrec_trains_on_the_split_and_ranks_like_any_scorer() -> None:
         text_encoder="none",
         min_steps_per_epoch=6,
     )
-    scorer = B.sasrec(split, config)
+    scorer = sasrec(split, config)
     assert isinstance(scorer, ModelScorer) and scorer.model.config.causal
     assert scorer.history  # the validation curve of its training
     result = evaluate([scorer, B.most_popular(split.fit)], split, models=())

@@ -16,14 +16,15 @@ from _helpers import seqs_of
 from core.data.sequences import dataset_sequences, load_sequences
 from core.data.splits import leave_one_out, loo_split, make_split, time_split
 from core.evaluation import accuracy, beyond_accuracy, statistics
-from core.evaluation.baselines import FAST_BASELINES, fit_baselines
 from core.evaluation.ranking import rank
 from core.evaluation.results import METRIC_LABELS, EvalConfig
 from core.evaluation.runner import evaluate, load, run, stored_runs
 from core.evaluation.segments import segment_labels
+from core.models.baselines import FAST_BASELINES
 from core.models.bert import ModelConfig, PreferenceModel
 from core.models.scoring import ModelScorer
 from core.store import Store
+from core.training.baselines import fit_baselines
 from core.training.config import TrainConfig
 from core.training.runs import train_dataset
 from core.training.validation import rank_targets
@@ -396,7 +397,7 @@ def test_the_formulas_in_the_docstrings_hold() -> None:
     import doctest
 
     from core.data import splits
-    from core.evaluation import baselines
+    from core.models import baselines
 
     for module in (accuracy, beyond_accuracy, statistics, baselines, splits):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -1,13 +1,16 @@
-"""Tests of per-user item sequences: vocabulary, order, padding, Arrow hand-off."""
+"""Tests of per-user item sequences: vocabulary, order, padding, Arrow hand-off, the
+docstring examples."""
 
 from __future__ import annotations
 
+import doctest
 from collections import Counter
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from core.data import sequences
 from core.data.ingest import ingest
 from core.data.sequences import PAD, Sequences, from_arrow, load_sequences
 from core.store import Store, StoreError
@@ -123,3 +126,9 @@ def test_sequences_are_per_dataset(store: Store, write) -> None:
     assert list(one.item_ids) == ["", "a", "b"] and list(one.user_ids) == ["u1"]
     assert list(two.item_ids) == ["", "x", "y"]
     assert [list(two.item_ids[two.history(u)]) for u in range(2)] == [["x"], ["x", "y"]]
+
+
+def test_the_docstring_examples() -> None:
+    """The module's docstring examples (transition_pairs)."""
+    result = doctest.testmod(sequences)
+    assert result.attempted > 0 and result.failed == 0

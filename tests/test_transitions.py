@@ -7,7 +7,7 @@ import pytest
 import torch
 from _helpers import TINY, seqs_of
 
-from core.data.sequences import load_sequences
+from core.data.sequences import load_sequences, transition_pairs
 from core.data.splits import leave_one_out
 from core.models.bert import ModelConfig, PreferenceModel, append_mask
 from core.models.checkpoint import load_model, save_model
@@ -16,7 +16,6 @@ from core.serving.exports import top_k_all
 from core.serving.model_data import next_item_probabilities
 from core.training.config import TrainConfig
 from core.training.loop import train
-from core.training.memory import transition_pairs
 
 
 def test_the_memory_is_the_posterior_with_the_transformer_as_prior() -> None:

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.common.progress import ProgressFn
 from core.data.demo_catalog import (
     CATEGORIES,
     MIN_ITEMS_PER_CATEGORY,
@@ -60,7 +61,7 @@ from core.data.demo_catalog import (
 from core.data.ingest import ingest
 from core.data.loading import IngestResult
 from core.data.mapping import EventMapping, ItemMapping
-from core.store import ProgressFn, Store
+from core.store import Store
 
 __all__ = [
     "DemoData",

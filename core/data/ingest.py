@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from core.common.progress import ProgressFn
 from core.data.column_names import ITEM_NAMES, norm
 from core.data.inspection import Inspection, as_latin1, can_fall_back, inspect
 from core.data.loading import IngestResult, LoadPlan, NotUtf8, load, mapped_source
@@ -38,7 +39,7 @@ from core.data.suggest import (
     Suggestion,
     suggest_columns,
 )
-from core.store import ProgressFn, Store, StoreError, validate_dataset_name
+from core.store import Store, StoreError, validate_dataset_name
 
 # --------------------------------------------------------------------------- suggestions
 

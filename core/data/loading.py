@@ -20,11 +20,12 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from core.common.progress import ProgressFn
 from core.data.inspection import Inspection
 from core.data.mapping import Cleaning, EventMapping, IngestError, ItemMapping
 from core.data.sources import explain
 from core.data.suggest import ITEM_ROLES, LOG_ITEM_ROLES
-from core.store import DatasetInfo, ProgressFn, SourceSpec, Store
+from core.store import DatasetInfo, SourceSpec, Store
 from core.store.time_sql import NUMERIC_TYPE, time_sql
 
 

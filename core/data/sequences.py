@@ -5,7 +5,8 @@ into lists; the lists reach numpy through Arrow without a Python loop over
 users or events. Items are re-indexed 1..n by popularity; 0 is padding and
 ``n + 1`` is reserved for the mask token of masked-item training. What training,
 evaluation and serving read is :func:`dataset_sequences`: the log's sequences with the
-catalogue-only items appended to the vocabulary.
+catalogue-only items appended to the vocabulary. :func:`transition_pairs` counts what
+followed what (the Markov baseline and the transition memory read it).
 """
 
 from __future__ import annotations
@@ -119,6 +120,24 @@ def left_padded(
     cols = width - np.repeat(lengths, lengths) + within
     out[rows, cols] = values[np.repeat(ends - lengths, lengths) + within]
     return out
+
+
+def transition_pairs(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item, next item, count) of every distinct consecutive pair of the histories.
+
+    >>> s = Sequences(np.array(["a", "b"], dtype=object), np.array(["", "x", "y", "z"],
+    ...     dtype=object), np.array([0, 3, 5]), np.array([1, 2, 3, 1, 2], dtype=np.int32))
+    >>> [x.tolist() for x in transition_pairs(s)]
+    [[1, 2], [2, 3], [2, 1]]
+    """
+    vocab = train.n_items + 2
+    follows = np.ones(len(train.items), dtype=bool)
+    follows[train.offsets[:-1][train.lengths > 0]] = False  # a user's first event
+    nxt = np.flatnonzero(follows)
+    keys, counts = np.unique(
+        train.items[nxt - 1].astype(np.int64) * vocab + train.items[nxt], return_counts=True
+    )
+    return keys // vocab, keys % vocab, counts
 
 
 def from_arrow(table: pa.Table, vocab: pa.Table) -> Sequences:

@@ -1,2 +1,2 @@
-"""Evaluation: full-ranking metrics with confidence intervals, significance, and the
-baselines our model is measured against."""
+"""Evaluation: full-ranking metrics with confidence intervals and significance, ranking our
+models against the baselines (:mod:`core.models.baselines`, :mod:`core.training.baselines`)."""

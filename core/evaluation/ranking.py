@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.common.progress import ProgressFn
 from core.data.sequences import Sequences
 from core.data.splits import EvalSplit
 from core.evaluation.accuracy import KS
 from core.models.inputs import shortest_first
 from core.models.scoring import Scorer
-from core.store import ProgressFn
 
 
 @dataclass

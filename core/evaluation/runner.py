@@ -11,6 +11,10 @@ The protocol (shared by the app, the CLI, the tests and the benchmarks):
   are not evaluated (their last item is training data). Global
   temporal split: everything before a cut-off time is training data, and each user
   with events on both sides is tested on their first item after it.
+* **Baselines** are scorers like our models (:class:`core.models.scoring.Scorer`), fitted
+  on the split's training part only by :func:`core.training.baselines.fit_baselines`: the
+  counting ones of :mod:`core.models.baselines` (popularity, recent popularity, ItemKNN,
+  Markov, EASE) and the SASRec-style causal Transformer of :mod:`core.training.baselines`.
 * **Full ranking** (:mod:`core.evaluation.ranking`). The target is ranked against every
   item; by default the items of the user's input history are left out of the ranking
   (``exclude_seen``). *Sampled* ranking (the target against N negatives drawn uniformly or
@@ -49,19 +53,20 @@ import pandas as pd
 import torch
 
 from core.common.columns import Columns, MetricKeys
+from core.common.progress import ProgressFn
 from core.data.sequences import Sequences, dataset_sequences
 from core.data.splits import EvalSplit, event_times, make_split
 from core.evaluation.accuracy import KS, per_user_metrics
-from core.evaluation.baselines import EASE_MAX_ITEMS, fit_baselines, sasrec_config
 from core.evaluation.beyond_accuracy import list_metrics
 from core.evaluation.ranking import Ranked, rank
 from core.evaluation.results import EvalConfig, Evaluation
 from core.evaluation.segments import segment_figures, segment_labels
 from core.evaluation.statistics import bootstrap_ci, paired_comparison, poisson_weights
+from core.models.baselines import EASE_MAX_ITEMS
 from core.models.checkpoint import SavedModel
 from core.models.registry import model_dataset, resolve_model
 from core.models.scoring import ModelScorer, Scorer
-from core.store import ProgressFn
+from core.training.baselines import fit_baselines, sasrec_config
 
 # --------------------------------------------------------------------------- one split
 

@@ -1,8 +1,9 @@
 """What an evaluation ranks: the :class:`Scorer` interface our models and every
 baseline share, and :class:`ModelScorer`, a :class:`core.models.bert.PreferenceModel` as one.
 
-Below both :mod:`core.evaluation.baselines` and :mod:`core.evaluation.runner`, so that
-neither imports the other to get it.
+The counting baselines of :mod:`core.models.baselines` implement it beside it, the causal
+one (:mod:`core.training.baselines`) is a :class:`ModelScorer`, and
+:mod:`core.evaluation.runner` and :mod:`core.serving.recommend` rank through it.
 """
 
 from __future__ import annotations

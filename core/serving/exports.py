@@ -28,8 +28,8 @@ import pyarrow as pa
 import torch
 
 from core.common.columns import Columns
+from core.common.progress import ProgressFn
 from core.serving.model_data import ModelData, batched_states, logits_from_states
-from core.store import ProgressFn
 
 log = logging.getLogger("reclens.exports")
 

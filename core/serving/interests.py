@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from core.common.columns import Columns
+from core.common.progress import ProgressFn
 from core.data.sequences import Sequences
 from core.serving.model_data import (
     ModelData,
@@ -43,7 +44,7 @@ from core.serving.model_data import (
     head_states,
     logits_from_states,
 )
-from core.store import ProgressFn, Store, StoreError
+from core.store import Store, StoreError
 
 KIND = "interest"
 SHIFT_PERSIST = 5

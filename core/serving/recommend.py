@@ -9,7 +9,7 @@ user's next interaction, given their history (most recent ``max_len - 1`` items)
 * :func:`explain` attributes each recommended item's score to the history items by
   occlusion: the score drop when every occurrence of one history item is removed,
   all variants scored in one batched forward pass.
-* :func:`baseline_list` ranks for a history with a baseline of :mod:`core.evaluation.baselines`
+* :func:`baseline_list` ranks for a history with a baseline of :mod:`core.models.baselines`
   (fitted by :func:`fit_side_baseline`), shown side by side with the model's list;
   :func:`most_popular` lists the most popular items with their training counts.
 
@@ -27,7 +27,7 @@ import torch
 
 from core.common.columns import Columns
 from core.data.splits import leave_one_out
-from core.evaluation import baselines
+from core.models import baselines
 from core.models.checkpoint import SavedModel
 from core.serving.model_data import (
     Catalog,
@@ -157,7 +157,7 @@ SIDE_BASELINES = {
 
 
 def fit_side_baseline(data: ModelData, name: str):
-    """A baseline of :mod:`core.evaluation.baselines` fitted on the model's training part of the
+    """A baseline of :mod:`core.models.baselines` fitted on the model's training part of the
     histories (the test and validation items left out, as in training), for side-by-side lists."""
     fit = leave_one_out(data.histories).train
     makers = {

@@ -22,8 +22,8 @@ each part lives:
 * ``stats.py``: a dataset's headline figures and the Data page's chart frames.
 * ``registry.py``: trained models and stored evaluations.
 * ``vectors.py``: cached vectors (text embeddings, interest vectors).
-* ``records.py``: :class:`DatasetInfo`, :class:`ModelInfo`, ``ProgressFn``;
-  ``errors.py``: :class:`StoreError`; ``names.py``: identifiers and dataset names.
+* ``records.py``: :class:`DatasetInfo`, :class:`ModelInfo`; ``errors.py``: :class:`StoreError`;
+  ``names.py``: identifiers and dataset names.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 from core.store.connection import DEFAULT_DB, connection_settings
 from core.store.errors import DatabaseLockedError, StoreError
 from core.store.names import quote_ident, slugify, validate_dataset_name
-from core.store.records import DatasetInfo, ModelInfo, ProgressFn
+from core.store.records import DatasetInfo, ModelInfo
 from core.store.schema import SCHEMA_VERSION
 from core.store.sources import SourceSpec
 from core.store.store import Store, open_store
@@ -42,7 +42,6 @@ __all__ = [
     "DatabaseLockedError",
     "DatasetInfo",
     "ModelInfo",
-    "ProgressFn",
     "SourceSpec",
     "Store",
     "StoreError",

@@ -1,12 +1,10 @@
-"""The records the store hands to the layers above: a catalogue entry, a registered model,
-and the progress callback that long store-backed operations take.
+"""The records the store hands to the layers above: a catalogue entry and a registered model.
 
 Their own module because the catalogue, the registry and most layers above use them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -64,6 +62,3 @@ class ModelInfo:
             "metrics": self.metrics,
             "preset": self.config.get("preset"),
         }
-
-
-ProgressFn = Callable[[float, str], None]

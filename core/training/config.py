@@ -120,7 +120,7 @@ class TrainConfig:
             (:data:`core.training.windows.TYPE_DROPOUT`) of windows none at all, so the
             model also works when types are unknown.
         causal (bool): train a left-to-right model instead (SASRec-style, the baseline of
-            :mod:`core.evaluation.baselines`): every position predicts the next item, no masking.
+            :mod:`core.training.baselines`): every position predicts the next item, no masking.
         precision (str): ``auto`` (bfloat16 mixed precision on CUDA, and on a CPU that
             computes bfloat16 products natively, AVX512-BF16 or AMX-BF16; float32
             elsewhere), ``float32`` or ``bfloat16``. Training steps only: the weights,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from core.common.columns import MetricKeys
-from core.data.sequences import Sequences
+from core.data.sequences import Sequences, transition_pairs
 from core.models.bert import PreferenceModel, fuse_log_probs
 from core.models.inputs import query_batches
 from core.training.cluster import Cluster
@@ -20,24 +20,6 @@ from core.training.validation import shared_ndcg_hr, tie_floor
 # Weights of the Transformer's prior tried on validation. A strong Transformer wants a
 # heavy prior: on Beauty the `balanced` preset picked 100, the old grid's edge.
 TRANSITION_ALPHAS = (1.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
-
-
-def transition_pairs(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(item, next item, count) of every distinct consecutive pair of the histories.
-
-    >>> s = Sequences(np.array(["a", "b"], dtype=object), np.array(["", "x", "y", "z"],
-    ...     dtype=object), np.array([0, 3, 5]), np.array([1, 2, 3, 1, 2], dtype=np.int32))
-    >>> [x.tolist() for x in transition_pairs(s)]
-    [[1, 2], [2, 3], [2, 1]]
-    """
-    vocab = train.n_items + 2
-    follows = np.ones(len(train.items), dtype=bool)
-    follows[train.offsets[:-1][train.lengths > 0]] = False  # a user's first event
-    nxt = np.flatnonzero(follows)
-    keys, counts = np.unique(
-        train.items[nxt - 1].astype(np.int64) * vocab + train.items[nxt], return_counts=True
-    )
-    return keys // vocab, keys % vocab, counts
 
 
 @torch.no_grad()

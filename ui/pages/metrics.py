@@ -9,10 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from core.evaluation.accuracy import KS
-from core.evaluation.baselines import BASELINES, DESCRIPTIONS, FAST_BASELINES
 from core.evaluation.beyond_accuracy import BEYOND_METRICS
 from core.evaluation.results import METRIC_LABELS, EvalConfig, Evaluation, describe
 from core.evaluation.runner import load, model_curves, run, stored_runs
+from core.models.baselines import BASELINES, DESCRIPTIONS, FAST_BASELINES
 from core.models.checkpoint import CheckpointError
 from core.models.registry import model_warning
 from core.reports import charts

@@ -1,7 +1,11 @@
-"""Baselines our model has to beat, each fitted on the evaluation split's training data.
+"""Baselines our model has to beat: counting models with the same interface as ours.
 
-Every baseline is a :class:`core.models.scoring.Scorer`: a batch of histories in, a full
-score vector over all items out, so the same evaluation code ranks them all.
+Every baseline is a :class:`core.models.scoring.Scorer`, like our model as a
+:class:`core.models.scoring.ModelScorer`: a batch of histories in, a full score vector over
+all items out, so the same evaluation and serving code ranks them all. Each is fitted on
+the training part of a split (:func:`core.training.baselines.fit_baselines` fits them by
+name for an evaluation). Here are the counting ones and the names of all of them; the
+causal Transformer trains, so it lives in :mod:`core.training.baselines`.
 
 * ``pop``: most popular (training events per item).
 * ``recent``: time-decayed popularity. With timestamps, an event of time ``t`` weighs
@@ -18,10 +22,11 @@ score vector over all items out, so the same evaluation code ranks them all.
 * ``ease``: EASE (Steck, WWW 2019), the closed-form item-item linear model
   ``B = I - P diag(1 / diag(P))``, ``P = (X^T X + lambda I)^-1``; skipped (with a
   note) above ``ease_max_items`` items, where the dense inverse gets too large.
-* ``sasrec``: a causal (left-to-right) Transformer, SASRec-style, on the same Hugging
-  Face ``BertModel`` blocks as our model (``is_decoder=True``), trained by
-  :func:`core.training.loop.train` with ``causal=True``: full-softmax cross-entropy of the next
-  item at every position, same windows, schedule and early stopping.
+* ``sasrec`` (:mod:`core.training.baselines`): a causal (left-to-right) Transformer,
+  SASRec-style, on the same Hugging Face ``BertModel`` blocks as our model
+  (``is_decoder=True``), trained by :func:`core.training.loop.train` with ``causal=True``:
+  full-softmax cross-entropy of the next item at every position, same windows, schedule
+  and early stopping.
 
 ItemKNN and Markov scores also carry a tiny popularity term, so items they cannot
 tell apart are ordered by popularity instead of tied.
@@ -30,19 +35,13 @@ tell apart are ordered by popularity instead of tied.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.data.sequences import Sequences
-from core.data.splits import EvalSplit
-from core.models.scoring import ModelScorer
-from core.training.config import TrainConfig
-from core.training.loop import ProgressCallback, train
-from core.training.memory import transition_pairs
+from core.data.sequences import Sequences, transition_pairs
 
 BASELINES: tuple[str, ...] = ("pop", "recent", "itemknn", "markov", "ease", "sasrec")
 FAST_BASELINES: tuple[str, ...] = ("pop", "recent", "itemknn", "markov", "ease")
@@ -296,67 +295,3 @@ class EASE:
 
     def score(self, histories: torch.Tensor) -> torch.Tensor:
         return F.embedding_bag(histories.long(), self.weights, mode="sum", padding_idx=0)
-
-
-def sasrec_config(base: TrainConfig | dict | None = None, **overrides) -> TrainConfig:
-    """The causal baseline's settings: ``base``'s (the evaluated model's) shape, schedule
-    and budget, made causal, with full-softmax loss and no text features."""
-    if isinstance(base, dict):
-        known = {f.name for f in fields(TrainConfig)}
-        base = TrainConfig(**{k: v for k, v in base.items() if k in known})
-    base = base or TrainConfig.from_preset("fast")
-    return replace(base, causal=True, loss="full", text_encoder="none", **overrides)
-
-
-def sasrec(
-    split: EvalSplit, config: TrainConfig | None = None, callback: ProgressCallback | None = None
-) -> ModelScorer:
-    """Train the causal Transformer on the split's training data (see :func:`sasrec_config`)."""
-    config = config if config is not None and config.causal else sasrec_config(config)
-    result = train(split.train_input, config, None, callback=callback)
-    scorer = ModelScorer(result.model, "sasrec")
-    scorer.fit_seconds = result.seconds
-    scorer.history = result.history
-    return scorer
-
-
-def fit_baselines(
-    names: Sequence[str],
-    split: EvalSplit,
-    *,
-    ease_max_items: int = EASE_MAX_ITEMS,
-    sasrec_settings: TrainConfig | dict | None = None,
-    progress: Callable[[float, str], None] | None = None,
-    train_callback: ProgressCallback | None = None,
-) -> tuple[list, list[str]]:
-    """Fit the named baselines on ``split.fit``; returns (scorers, notes on skipped ones)."""
-    say = progress or (lambda f, m: None)
-    scorers, notes = [], []
-    for n, name in enumerate(names):
-        say(n / max(len(names), 1), f"fitting {name}")
-        started = time.perf_counter()
-        if name == "pop":
-            scorer = most_popular(split.fit)
-        elif name == "recent":
-            scorer = recent_popularity(split.fit, split.fit_times)
-        elif name == "itemknn":
-            scorer = ItemKNN(split.fit)
-        elif name == "markov":
-            scorer = Markov(split.fit)
-        elif name == "ease":
-            if split.fit.n_items > ease_max_items:
-                notes.append(
-                    f"ease skipped: {split.fit.n_items:,} items is above the EASE limit of "
-                    f"{ease_max_items:,} (its dense item x item inverse would need "
-                    f"{8 * split.fit.n_items**2 / 2**30:.0f} GiB)"
-                )
-                continue
-            scorer = EASE(split.fit)
-        elif name == "sasrec":
-            scorer = sasrec(split, sasrec_config(sasrec_settings), train_callback)
-        else:
-            raise ValueError(f"unknown baseline {name!r}")
-        scorer.fit_seconds = time.perf_counter() - started
-        scorers.append(scorer)
-    say(1.0, "baselines fitted")
-    return scorers, notes
