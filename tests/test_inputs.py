@@ -1,6 +1,7 @@
 """The one input builder (core.models.inputs): a history becomes the same query wherever
 it is asked, in validation, evaluation and serving, for a bidirectional and a causal model,
-whatever the batch it lands in."""
+whatever the batch it lands in; and the docstring examples of the modules that build and
+score queries."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 
 from core.data import sequences
 from core.data.sequences import Sequences
-from core.models import inputs
+from core.models import inputs, scoring
 from core.models.bert import ModelConfig, PreferenceModel
 from core.models.inputs import (
     history_rows,
@@ -34,7 +35,7 @@ HISTORIES = [
 ]
 
 
-@pytest.mark.parametrize("module", [inputs, sequences], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [inputs, scoring, sequences], ids=lambda m: m.__name__)
 def test_the_docstring_examples(module) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -22,7 +22,7 @@ from core.data.sequences import Sequences
 from core.data.splits import EvalSplit
 from core.evaluation.accuracy import KS
 from core.models.inputs import shortest_first
-from core.models.scoring import Scorer
+from core.models.scoring import Scorer, hide_non_items
 
 
 @dataclass
@@ -117,8 +117,7 @@ def _leave_out(
     ``seen`` names the batch's users) the items of their histories. The target itself is set
     aside by index so that it never counts as a tie."""
     device = scores.device
-    scores[:, 0] = float("-inf")
-    scores[:, -1] = float("-inf")
+    hide_non_items(scores)
     if seen is not None:
         r, c = _rows_and_cols(inputs, seen)
         scores[torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)] = float("-inf")

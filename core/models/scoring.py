@@ -16,6 +16,18 @@ from core.models.bert import PreferenceModel
 from core.models.inputs import history_width, query_inputs
 
 
+def hide_non_items(scores: torch.Tensor) -> torch.Tensor:
+    """Set the columns of (..., n_items + 2) scores that are not items (0, the padding,
+    and the last, the mask token) to ``-inf``, in place; returns ``scores``.
+
+    >>> hide_non_items(torch.zeros(1, 4)).tolist()
+    [[-inf, 0.0, 0.0, -inf]]
+    """
+    scores[..., 0] = float("-inf")
+    scores[..., -1] = float("-inf")
+    return scores
+
+
 class Scorer(Protocol):
     """What the evaluation ranks: our models and every baseline alike.
 
@@ -65,5 +77,5 @@ class ModelScorer:
         logits = torch.addmm(bias, states, table.T)
         if not self.model.config.transitions:
             return logits
-        logits[:, self.model.not_item] = float("-inf")
-        return self.model.with_transitions(logits, histories[:, -1].to(self.device).long())
+        last = histories[:, -1].to(self.device).long()
+        return self.model.with_transitions(hide_non_items(logits), last)

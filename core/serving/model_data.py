@@ -24,6 +24,7 @@ from core.data.splits import leave_one_out
 from core.models.checkpoint import SavedModel
 from core.models.inputs import history_rows, history_width, query_batches, query_inputs
 from core.models.registry import model_dataset
+from core.models.scoring import hide_non_items
 from core.store import Store
 
 
@@ -90,8 +91,7 @@ def logits_from_states(
     model = saved.model
     table = model.item_table() if table is None else table
     logits = torch.addmm(model.item_bias, states.reshape(-1, states.shape[-1]), table.T)
-    logits[:, 0] = float("-inf")
-    logits[:, -1] = float("-inf")
+    hide_non_items(logits)
     if last is not None:
         logits = model.with_transitions(logits, last.reshape(-1).long())
     return logits.reshape(*states.shape[:-1], -1)

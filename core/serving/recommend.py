@@ -29,6 +29,8 @@ from core.common.columns import Columns
 from core.data.splits import leave_one_out
 from core.models import baselines
 from core.models.checkpoint import SavedModel
+from core.models.inputs import history_rows
+from core.models.scoring import hide_non_items
 from core.serving.model_data import (
     Catalog,
     ModelData,
@@ -186,12 +188,8 @@ def baseline_list(
     """
     indices, _ = encode_history(data.saved, history)
     width = max(1, int(scorer.history_len))  # the most recent items the baseline reads
-    tail = indices[-width:]
-    batch = torch.zeros(1, width, dtype=torch.long)
-    if len(tail):
-        batch[0, width - len(tail) :] = torch.as_tensor(tail, dtype=torch.long)
-    scores = scorer.score(batch)[0].float().clone()
-    scores[0] = scores[-1] = float("-inf")
+    rows = torch.from_numpy(history_rows([indices], width))
+    scores = hide_non_items(scorer.score(rows)[0].float().clone())
     if exclude_seen and len(indices):
         scores[torch.as_tensor(indices, dtype=torch.long)] = float("-inf")
     if category is not None:
