@@ -45,6 +45,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -269,7 +270,7 @@ def main() -> int:
                 work / "bert-alone",
                 saved.model,
                 saved.item_ids,
-                {**saved.training, "name": "bert-alone", "transitions": {}},
+                replace(saved.training, name="bert-alone", transitions={}),
             )
             store.register_model("bert-alone", dataset, str(folder), {}, {})
             models.append("bert-alone")

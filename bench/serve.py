@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         saved = resolve_model(store, "bench-serve")
         data = load_model_data(store, saved)
         report["load_s"] = r(time.perf_counter() - t0, 2)
-        report["model"]["loss"] = saved.training.get("loss_mode")
+        report["model"]["loss"] = saved.training.loss_mode
         report["model"]["items"] = saved.config.n_items
         report["model"]["transition_pairs"] = saved.config.transitions  # 0 = no memory
         log(f"model and histories loaded in {report['load_s']} s")

@@ -162,10 +162,10 @@ def train_model(
         return {
             "model": model.name,
             "path": model.path,
-            "epochs": record["epochs"],
-            "best_epoch": record["best_epoch"],
-            MetricKeys.BEST_NDCG: record["metrics"][MetricKeys.NDCG],
-            "seconds": record["seconds"],
+            "epochs": record.epochs,
+            "best_epoch": record.best_epoch,
+            MetricKeys.BEST_NDCG: record.metrics[MetricKeys.NDCG],
+            "seconds": record.seconds,
             "dataset": model.dataset,
             "nproc": nproc,
         }

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -276,9 +277,9 @@ def test_sigkill_while_saving_a_model_leaves_only_complete_models(
 
     # The next save of "m" replaces whatever version is complete and leaves no debris.
     models = tmp_path / "models"
-    save_model(models / "m", saved.model, saved.item_ids, {**before, "epochs": 7})
+    save_model(models / "m", saved.model, saved.item_ids, replace(before, epochs=7))
     again = load_model(models / "m")
-    assert again.training["epochs"] == 7 and again.warnings == []
+    assert again.training.epochs == 7 and again.warnings == []
     leftovers = {p.name for p in models.iterdir()} - {"m", ".new.tmp"}
     assert leftovers == set()
 

@@ -62,10 +62,10 @@ def test_two_gloo_processes_train_the_same_model_as_one(tmp_path) -> None:
     store.close()
     single = train(seqs, TrainConfig.from_preset("fast", device="cpu", **SETTINGS))
 
-    assert parallel.training["history"][-1]["val_ndcg@10"] == pytest.approx(
+    assert parallel.training.history[-1]["val_ndcg@10"] == pytest.approx(
         single.history[-1]["val_ndcg@10"], abs=0.02
     )
-    assert parallel.training["history"][0]["loss"] == pytest.approx(
+    assert parallel.training.history[0]["loss"] == pytest.approx(
         single.history[0]["loss"], rel=1e-3
     )
     ours = parallel.model.state_dict()

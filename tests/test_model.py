@@ -11,23 +11,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _helpers import TINY
+from _helpers import TINY, seqs_of
 
 from core.cli import main
+from core.common.columns import MetricKeys
 from core.data.demo import generate_demo, load_demo
 from core.data.ingest import ingest
 from core.data.mapping import EventMapping, ItemMapping
 from core.data.sequences import dataset_sequences, load_sequences
 from core.data.splits import leave_one_out
 from core.models.bert import ModelConfig, PreferenceModel, append_mask
-from core.models.checkpoint import CheckpointError, load_model, save_model
+from core.models.checkpoint import (
+    CheckpointError,
+    load_model,
+    model_card,
+    read_training,
+    save_model,
+    stale_warning,
+)
+from core.models.record import TrainingRecord
 from core.models.registry import resolve_model
 from core.serving.model_data import next_item_probabilities
 from core.serving.recommend import recommend
 from core.store import Store
 from core.training.config import TrainConfig
 from core.training.loop import Progress, StopTraining, train
-from core.training.runs import train_dataset
+from core.training.runs import train_dataset, training_record
 from core.training.validation import ndcg_hr_at
 from core.training.windows import mask_batch, prefix_ends, training_windows, windows_ending_at
 
@@ -284,7 +293,7 @@ def saved_dir(demo_store, tmp_path_factory):
         folder,
         result.model,
         seqs.item_ids,
-        {"name": "tiny", "dataset": "demo", "metrics": {"val_ndcg@10": 0.1}},
+        TrainingRecord(name="tiny", dataset="demo", metrics={"val_ndcg@10": 0.1}),
     )
     return folder, result.model, seqs
 
@@ -295,7 +304,7 @@ def test_save_then_load_gives_identical_scores(saved_dir) -> None:
     histories = [seqs.history(0), seqs.history(1)[:3], np.array([], dtype=np.int64)]
     model.eval()
     before = next_item_probabilities(
-        type(loaded)(model, model.config, seqs.item_ids, {}, folder), histories
+        type(loaded)(model, model.config, seqs.item_ids, TrainingRecord(), folder), histories
     )
     after = next_item_probabilities(loaded, histories)
     torch.testing.assert_close(before, after, rtol=0, atol=0)
@@ -358,6 +367,173 @@ def test_model_loading_never_unpickles(saved_dir, tmp_path) -> None:
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_model(folder)
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- training records
+
+# The keys of training.json, in order, as training_record's dict and the save's "saved"
+# stamp wrote them before the record was typed: the files keep that shape.
+TRAINING_KEYS = [
+    "name",
+    "dataset",
+    "dataset_fingerprint",
+    "users",
+    "validation_users",
+    "config",
+    "loss_mode",
+    "event_types",
+    "text_encoder",
+    "history",
+    "epochs",
+    "best_epoch",
+    "seconds",
+    "stopped_early",
+    "interrupted",
+    "metrics",
+    "transitions",
+    "saved",
+]
+
+FULL_RECORD = {
+    "name": "m",
+    "dataset": "demo",
+    "dataset_fingerprint": "fp",
+    "users": 1200,
+    "validation_users": 1000,
+    "config": {"preset": "fast", "hidden": 16},
+    "loss_mode": "full",
+    "event_types": [],
+    "text_encoder": None,
+    "history": [
+        {"epoch": 1, "loss": 2.0, "val_ndcg@10": 0.3, "val_hr@10": 0.5},
+        {"epoch": 2, "loss": 1.5, "val_ndcg@10": 0.4, "val_hr@10": 0.6},
+    ],
+    "epochs": 2,
+    "best_epoch": 2,
+    "seconds": 12.5,
+    "stopped_early": False,
+    "interrupted": False,
+    "metrics": {"val_ndcg@10": 0.45, "val_hr@10": 0.6},
+    "transitions": {
+        "kept": True,
+        "pairs": 8,
+        "alpha": 1.0,
+        "val_ndcg@10": 0.45,
+        "val_ndcg@10_without": 0.4,
+    },
+    "saved": "2024-05-01T12:00:00+00:00",
+}
+
+
+def test_a_training_record_round_trips_and_keeps_keys_it_does_not_know() -> None:
+    newer = {**FULL_RECORD, "trained_by": {"version": "9.9"}}  # a key of another version
+    record = TrainingRecord.from_dict(newer)
+    assert list(FULL_RECORD) == TRAINING_KEYS
+    assert record.extra == {"trained_by": {"version": "9.9"}}
+    assert record.to_dict() == newer and list(record.to_dict()) == list(newer)
+    assert TrainingRecord.from_dict(record.to_dict()) == record
+    assert record.best_entry() == FULL_RECORD["history"][1]
+    assert record.memory_kept and record.memory_ndcg == 0.45 and record.without_memory == 0.4
+    newer["config"]["hidden"] = 99  # the record shares no container with the dict it read
+    assert record.config["hidden"] == 16 and record.to_dict()["config"]["hidden"] == 16
+
+
+def test_the_training_record_docstring_example() -> None:
+    import doctest
+
+    from core.models import record
+
+    result = doctest.testmod(record)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_training_record_reads_partial_files_with_defaults() -> None:
+    old = TrainingRecord.from_dict(
+        {"name": "m", "dataset": "demo", "metrics": None, "history": "?", "best_epoch": 3}
+    )
+    assert (old.name, old.dataset, old.dataset_fingerprint, old.users) == ("m", "demo", None, None)
+    assert (old.epochs, old.seconds, old.saved, old.text_encoder) == (None, None, "", None)
+    assert old.metrics == {} and old.history == [] and old.transitions == {} and old.extra == {}
+    assert not old.stopped_early and not old.interrupted
+    assert old.best_entry() == {} and not old.memory_kept
+    assert old.memory_ndcg is None and old.without_memory is None
+    # missing keys are written with their defaults; "saved" only once saved
+    assert list(old.to_dict()) == TRAINING_KEYS[:-1]
+    assert TrainingRecord.from_dict(old.to_dict()) == old
+    assert TrainingRecord.from_dict({}) == TrainingRecord()
+
+
+def test_the_model_card_reads_as_before_the_record_was_typed() -> None:
+    config = ModelConfig(8, max_len=20, hidden=16, layers=1, heads=2, dropout=0.0, transitions=8)
+    # the text the card had when training.json was a dict (same record, same config)
+    assert model_card(config, TrainingRecord.from_dict(FULL_RECORD)) == (
+        "# m\n\nA BERT4Rec-style preference model (bidirectional Transformer over item "
+        "sequences, built on Hugging Face `BertModel`) trained by RecLens with masked-item "
+        "prediction.\n\n## Data\n- dataset: `demo` (fingerprint `fp`)\n- items: 8; users: "
+        "1200\n- split: leave-one-out (last item = test, never used in training; "
+        "second-to-last = validation for 1,000 users, training data for the rest)\n\n"
+        "## Settings\n- preset: fast; max length 20, hidden 16, layers 1, heads 2, dropout "
+        "0.0\n- text features: none\n- loss: full; epochs run: 2, best epoch 2\n"
+        "- transition memory: 8 recorded (item, next item) pairs, prior weight 1 (the "
+        "Transformer alone: validation NDCG@10 0.4000)\n\n## Metrics (validation, full "
+        "ranking over all items, seen items excluded)\n- val_ndcg@10: 0.4500\n"
+        "- val_hr@10: 0.6000\n\nTrained 2024-05-01T12:00:00+00:00 in 12 s.\n"
+    )
+    # what a partial record does not say reads "?", as it did
+    card = model_card(replace(config, transitions=0), TrainingRecord.from_dict({"epochs": 3}))
+    assert card.startswith("# RecLens model\n")
+    assert "- dataset: `?` (fingerprint `?`)\n- items: 8; users: ?\n" in card
+    assert "every user with 3+ events" in card
+    assert "- loss: ?; epochs run: 3, best epoch ?\n- transition memory: none\n" in card
+
+
+def test_a_saved_models_training_json_keeps_the_keys_it_always_had(tmp_path) -> None:
+    histories = [[1 + (k + j) % 8 for j in range(6)] for k in range(60)]
+    seqs = seqs_of(histories, 8)
+    result = train(seqs, TrainConfig.from_preset("fast", epochs=1, **TINY))
+    record = training_record("m", "demo", "fp", seqs, result, None)
+    assert list(record.to_dict()) == TRAINING_KEYS[:-1]  # a run's result.json: not yet saved
+    assert record.extra == {} and record.metrics[MetricKeys.NDCG] == result.best_val_ndcg10
+    folder = save_model(tmp_path / "m", result.model, seqs.item_ids, record)
+    written = json.loads((folder / "training.json").read_text())
+    assert list(written) == TRAINING_KEYS and written["saved"]
+    assert record.saved == ""  # the save stamps what it writes, not the caller's record
+    loaded = load_model(folder)
+    assert loaded.training == replace(record, saved=written["saved"])
+    assert loaded.training.to_dict() == written
+    assert read_training(folder) == loaded.training
+
+
+def test_a_model_saved_by_an_older_version_loads_and_saves_again_losing_nothing(
+    saved_dir, tmp_path
+) -> None:
+    import shutil
+
+    folder = tmp_path / "old"
+    shutil.copytree(saved_dir[0], folder)
+    # an old or hand-made training.json: no name, fingerprint, history..., a foreign key
+    partial = {"dataset": "demo", "epochs": 3, "note": {"by": "hand"}}
+    (folder / "training.json").write_text(json.dumps(partial))
+    loaded = load_model(folder)
+    assert loaded.name == "old" and loaded.dataset == "demo"  # no name: the folder's
+    assert loaded.training.epochs == 3 and loaded.training.users is None
+    assert loaded.training.extra == {"note": {"by": "hand"}} and loaded.warnings == []
+    assert read_training(folder) == loaded.training
+    assert stale_warning(loaded.training, "today") is None  # no fingerprint to compare
+
+    again = save_model(tmp_path / "again", loaded.model, loaded.item_ids, loaded.training)
+    written = json.loads((again / "training.json").read_text())
+    assert list(written) == [*TRAINING_KEYS, "note"]
+    assert {k: written[k] for k in partial} == partial
+    assert load_model(again).training == replace(loaded.training, saved=written["saved"])
+    card = (again / "README.md").read_text()
+    assert card.startswith("# RecLens model\n") and "epochs run: 3, best epoch ?" in card
+
+    # a training.json that is no JSON object is an unreadable file, said as such
+    (folder / "training.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="training.json is not a JSON object"):
+        load_model(folder)
+    assert read_training(folder) is None
 
 
 # --------------------------------------------------------------------------- cold start
@@ -556,10 +732,8 @@ def test_event_type_embeddings_train_save_and_load(demo_store, tmp_path) -> None
         )
         untyped = model.next_item_logits(append_mask(items, model.config.mask_index))
     assert not torch.allclose(typed, untyped)  # the types are read
-    from core.training.runs import training_record
-
     record = training_record("typed", "demo", "fp", seqs, result, None)
-    assert record["event_types"] == ["view", "cart", "purchase"]
+    assert record.event_types == ["view", "cart", "purchase"]
     save_model(tmp_path / "typed", result.model, seqs.item_ids, record)
     loaded = load_model(tmp_path / "typed")
     assert loaded.config.n_event_types == 3

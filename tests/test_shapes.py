@@ -48,8 +48,8 @@ def test_each_shape_loads_trains_and_serves(name: str, shape_store) -> None:
 
     saved = resolve_model(store, shape.model)
     assert saved.warnings == []
-    assert len(saved.training["history"]) >= 1  # it trained
-    assert (saved.training["text_encoder"] is not None) == (shape.text_encoder == "auto")
+    assert len(saved.training.history) >= 1  # it trained
+    assert (saved.training.text_encoder is not None) == (shape.text_encoder == "auto")
     data = load_model_data(store, saved)
     assert data.catalog.has_titles == shape.has_titles
     assert data.catalog.has_categories == shape.has_categories

@@ -11,6 +11,7 @@ from core.data.sequences import load_sequences, transition_pairs
 from core.data.splits import leave_one_out
 from core.models.bert import ModelConfig, PreferenceModel, append_mask
 from core.models.checkpoint import load_model, save_model
+from core.models.record import TrainingRecord
 from core.models.scoring import ModelScorer
 from core.serving.exports import top_k_all
 from core.serving.model_data import next_item_probabilities
@@ -81,7 +82,7 @@ def test_every_ranking_path_applies_the_memory_the_same_way(trained, tmp_path) -
         tmp_path / "m",
         result.model,
         seqs.item_ids,
-        {"name": "m", "transitions": result.transitions},
+        TrainingRecord(name="m", transitions=result.transitions),
     )
     saved = load_model(folder)
     assert saved.config.transitions == result.model.config.transitions

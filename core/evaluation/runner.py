@@ -41,11 +41,9 @@ Results (:class:`core.evaluation.results.Evaluation`) are stored in DuckDB
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,7 +61,7 @@ from core.evaluation.results import EvalConfig, Evaluation
 from core.evaluation.segments import segment_figures, segment_labels
 from core.evaluation.statistics import bootstrap_ci, paired_comparison, poisson_weights
 from core.models.baselines import EASE_MAX_ITEMS
-from core.models.checkpoint import SavedModel
+from core.models.checkpoint import SavedModel, read_training
 from core.models.registry import model_dataset, resolve_model
 from core.models.scoring import ModelScorer, Scorer
 from core.training.baselines import fit_baselines, sasrec_config
@@ -392,7 +390,8 @@ def run(
         )
     features, basis = _diversity_features(store.items_frame(info.dataset_id), seqs, saved)
     scorers = _model_scorers(saved)
-    base_settings = sasrec_settings or (saved[0].training.get("config") if saved else None)
+    # a record without settings (an old or hand-made file) gives the fast preset's shape
+    base_settings = sasrec_settings or ((saved[0].training.config or None) if saved else None)
     fitted, notes = fit_baselines(
         list(baselines),
         split,
@@ -463,7 +462,7 @@ def _model_scorers(saved: list[SavedModel]) -> list:
     scorers: list = []
     for s in saved:
         scorer = ModelScorer(s.model, s.name)
-        scorer.fit_seconds = float(s.training.get("seconds", 0.0))
+        scorer.fit_seconds = float(s.training.seconds or 0.0)
         scorers.append(scorer)
     return scorers
 
@@ -476,17 +475,12 @@ def model_curves(path: str) -> tuple[list[dict], float | None]:
         records (empty when unreadable), and the validation NDCG@10 with its
         transition memory (None when it has none or the file is unreadable).
     """
-    try:
-        training = json.loads((Path(path) / "training.json").read_text())
-    except (OSError, ValueError):
-        return [], None
-    if not isinstance(training, dict):
+    training = read_training(path)
+    if training is None:
         return [], None
     history = [
         {"epoch": h.get("epoch"), "loss": h.get("loss"), "val_ndcg10": h.get(MetricKeys.NDCG)}
-        for h in training.get("history", [])
+        for h in training.history
         if isinstance(h, dict)
     ]
-    memory = training.get("transitions")
-    value = memory.get(MetricKeys.NDCG) if isinstance(memory, dict) and memory.get("kept") else None
-    return history, float(value) if isinstance(value, int | float) else None
+    return history, training.memory_ndcg

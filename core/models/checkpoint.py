@@ -6,7 +6,8 @@ A model directory holds:
 * ``model.safetensors``: the weights (the text vectors included when used);
 * ``items.json``: the item vocabulary (index -> item id);
 * ``training.json``: the training settings, the validation history, the dataset
-  name and fingerprint, and the headline metrics;
+  name and fingerprint, and the headline metrics (a
+  :class:`core.models.record.TrainingRecord`);
 * ``README.md``: a short model card.
 
 Writing is atomic (a temporary folder, then a rename; see :func:`replace_folder` for
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from core.common.columns import MetricKeys
 from core.models.bert import ModelConfig, PreferenceModel
+from core.models.record import TrainingRecord
 
 FORMAT = "reclens-bert-preference/1"
 FILES = ("config.json", "model.safetensors", "items.json", "training.json")
@@ -48,17 +49,17 @@ class SavedModel:
     model: PreferenceModel
     config: ModelConfig
     item_ids: np.ndarray  # index -> item id; index 0 is "" (padding)
-    training: dict[str, Any]
+    training: TrainingRecord
     path: Path
     warnings: list[str] = field(default_factory=list)
 
     @property
     def dataset(self) -> str:
-        return self.training.get("dataset", "")
+        return self.training.dataset
 
     @property
     def name(self) -> str:
-        return self.training.get("name", self.path.name)
+        return self.training.name or self.path.name
 
     def index_of(self) -> dict[str, int]:
         """Item id -> index."""
@@ -69,7 +70,7 @@ def save_model(
     folder: str | Path,
     model: PreferenceModel,
     item_ids: np.ndarray,
-    training: dict[str, Any],
+    training: TrainingRecord,
 ) -> Path:
     """Write a model directory atomically; returns its path.
 
@@ -77,7 +78,8 @@ def save_model(
         folder: the target directory (replaced if it exists).
         model: the trained model.
         item_ids: index -> item id, as in :class:`core.data.sequences.Sequences`.
-        training: settings, history, dataset name/fingerprint and metrics (JSON-able).
+        training: settings, history, dataset name/fingerprint and metrics; written
+            with ``saved`` set to now (the record passed in is left as it is).
     """
     folder = Path(folder)
     check_replaceable(folder)
@@ -94,8 +96,8 @@ def save_model(
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, tmp / "model.safetensors", metadata={"format": FORMAT})
     (tmp / "items.json").write_text(json.dumps([str(i) for i in item_ids]))
-    training = {**training, "saved": datetime.now(UTC).isoformat(timespec="seconds")}
-    (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str))
+    training = replace(training, saved=datetime.now(UTC).isoformat(timespec="seconds"))
+    (tmp / "training.json").write_text(json.dumps(training.to_dict(), indent=2, default=str))
     (tmp / "README.md").write_text(model_card(model.config, training))
     return replace_folder(tmp, folder)
 
@@ -224,6 +226,9 @@ def load_model(
             f" entries, the config says {config.n_items} items (+ padding)"
         )
     training = _read_json(folder / "training.json")
+    if not isinstance(training, dict):
+        raise CheckpointError(f"{folder}/training.json is not a JSON object")
+    record = TrainingRecord.from_dict(training)
     _check_shapes(folder, config)  # before anything of the claimed size is allocated
     try:
         state = load_file(folder / "model.safetensors", device=str(device))
@@ -240,8 +245,8 @@ def load_model(
             f"{folder}/model.safetensors does not match config.json: {_first_line(exc)}"
         ) from None
     model.to(device).eval()
-    warnings = notes + [w for w in [stale_warning(training, expected_fingerprint)] if w]
-    return SavedModel(model, config, np.asarray(item_ids, dtype=object), training, folder, warnings)
+    warnings = notes + [w for w in [stale_warning(record, expected_fingerprint)] if w]
+    return SavedModel(model, config, np.asarray(item_ids, dtype=object), record, folder, warnings)
 
 
 def _check_shapes(folder: Path, config: ModelConfig) -> None:
@@ -285,25 +290,25 @@ def _check_shapes(folder: Path, config: ModelConfig) -> None:
         )
 
 
-def stale_warning(training: dict[str, Any], fingerprint: str | None) -> str | None:
+def stale_warning(training: TrainingRecord, fingerprint: str | None) -> str | None:
     """A warning when the model's dataset has changed since training, else None."""
-    saved = training.get("dataset_fingerprint")
+    saved = training.dataset_fingerprint
     if fingerprint and saved and saved != fingerprint:
         return (
             f"this model was trained on an earlier version of dataset "
-            f"'{training.get('dataset')}'; its items and users may have changed since"
+            f"'{training.dataset}'; its items and users may have changed since"
         )
     return None
 
 
-def read_training(folder: str | Path) -> dict[str, Any] | None:
+def read_training(folder: str | Path) -> TrainingRecord | None:
     """A model directory's ``training.json`` alone (cheap: no weights), or None when it
     is missing or unreadable (:func:`load_model` says why)."""
     try:
         training = _read_json(Path(folder) / "training.json")
     except CheckpointError:
         return None
-    return training if isinstance(training, dict) else None
+    return TrainingRecord.from_dict(training) if isinstance(training, dict) else None
 
 
 def _read_json(path: Path) -> Any:
@@ -318,48 +323,53 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _validating(training: dict[str, Any]) -> str:
+def _validating(training: TrainingRecord) -> str:
     """Who validated, in words. ``training.json`` records how many since the split
     sampled them; before that, every user with 3+ events did."""
-    n = training.get("validation_users")
+    n = training.validation_users
     return f"{n:,} users" if isinstance(n, int) else "every user with 3+ events"
 
 
-def model_card(config: ModelConfig, training: dict[str, Any]) -> str:
-    """A short Markdown model card: data, settings, metrics, date."""
-    settings = training.get("config", {})
-    metrics = training.get("metrics", {})
+def model_card(config: ModelConfig, training: TrainingRecord) -> str:
+    """A short Markdown model card: data, settings, metrics, date ("?" for what the
+    record does not say)."""
+    t = training
+    without = t.without_memory
     lines = [
-        f"# {training.get('name', 'RecLens model')}",
+        f"# {t.name or 'RecLens model'}",
         "",
         "A BERT4Rec-style preference model (bidirectional Transformer over item sequences, "
         "built on Hugging Face `BertModel`) trained by RecLens with masked-item prediction.",
         "",
         "## Data",
-        f"- dataset: `{training.get('dataset', '?')}` "
-        f"(fingerprint `{training.get('dataset_fingerprint', '?')}`)",
-        f"- items: {config.n_items:,}; users: {training.get('users', '?')}",
+        f"- dataset: `{t.dataset or '?'}` (fingerprint `{_known(t.dataset_fingerprint)}`)",
+        f"- items: {config.n_items:,}; users: {_known(t.users)}",
         "- split: leave-one-out (last item = test, never used in training; "
-        f"second-to-last = validation for {_validating(training)}, training data for "
+        f"second-to-last = validation for {_validating(t)}, training data for "
         "the rest)",
         "",
         "## Settings",
-        f"- preset: {settings.get('preset', '?')}; max length {config.max_len}, hidden "
+        f"- preset: {t.config.get('preset', '?')}; max length {config.max_len}, hidden "
         f"{config.hidden}, layers {config.layers}, heads {config.heads}, dropout {config.dropout}",
-        f"- text features: {training.get('text_encoder') or 'none'}",
-        f"- loss: {training.get('loss_mode', '?')}; epochs run: {training.get('epochs', '?')}, "
-        f"best epoch {training.get('best_epoch', '?')}",
+        f"- text features: {t.text_encoder or 'none'}",
+        f"- loss: {_known(t.loss_mode)}; epochs run: {_known(t.epochs)}, "
+        f"best epoch {_known(t.best_epoch)}",
         "- transition memory: "
         + (
             f"{config.transitions:,} recorded (item, next item) pairs, prior weight "
             f"{config.transition_alpha:g} (the Transformer alone: validation NDCG@10 "
-            f"{training.get('transitions', {}).get(MetricKeys.WITHOUT_MEMORY, float('nan')):.4f})"
+            f"{without if without is not None else float('nan'):.4f})"
             if config.transitions
             else "none"
         ),
         "",
         "## Metrics (validation, full ranking over all items, seen items excluded)",
     ]
-    lines += [f"- {k}: {v:.4f}" for k, v in metrics.items() if isinstance(v, int | float)]
-    lines += ["", f"Trained {training.get('saved', '')} in {training.get('seconds', 0):.0f} s.", ""]
+    lines += [f"- {k}: {v:.4f}" for k, v in t.metrics.items() if isinstance(v, int | float)]
+    lines += ["", f"Trained {t.saved} in {t.seconds or 0:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def _known(value: object) -> object:
+    """A recorded value, or "?" when the record does not say."""
+    return "?" if value is None else value

@@ -129,8 +129,8 @@ def import_model(store: Store, folder_name: str) -> tuple[ModelInfo, list[str]]:
         name,
         info.name,
         str(candidate),
-        saved.training.get("config", {}),
-        saved.training.get("metrics", {}),
+        saved.training.config,
+        saved.training.metrics,
     )
     warning = stale_warning(saved.training, info.fingerprint)
     return model, saved.warnings + ([warning] if warning else [])
@@ -180,8 +180,8 @@ def lost_model_message(store: Store, name: str) -> str:
     path = store.orphaned_model_path(name)
     if path is None:
         return f"model {name!r} is not registered in this database"
-    training = read_training(path) or {}
-    dataset = training.get("dataset")
+    training = read_training(path)
+    dataset = training.dataset if training is not None else None
     if not dataset:
         return f"model {name!r} can no longer be used: its dataset was deleted"
     again = (

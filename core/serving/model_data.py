@@ -251,7 +251,7 @@ def load_model_data(store: Store, saved: SavedModel) -> ModelData:
         counts,
         pop_rank,
     )
-    owner = f"{saved.name}|{saved.training.get('saved', '')}|{info.fingerprint}"
+    owner = f"{saved.name}|{saved.training.saved}|{info.fingerprint}"
     return ModelData(saved, histories, catalog, info.dataset_id, owner)
 
 

@@ -41,6 +41,7 @@ from core.common.columns import MetricKeys
 from core.data.sequences import Sequences, dataset_sequences
 from core.data.splits import validation_users
 from core.models.checkpoint import CheckpointError, check_replaceable, save_model
+from core.models.record import TrainingRecord
 from core.models.registry import claim_model_name, data_home, free_model_name, model_home
 from core.models.text import item_text_vectors
 from core.store import ModelInfo, Store, StoreError, validate_dataset_name
@@ -98,7 +99,7 @@ def train_dataset(
     training = training_record(name, info.name, info.fingerprint, seqs, result, encoder)
     save_model(out, result.model, seqs.item_ids, training)
     model = store.register_model(
-        name, info.name, str(out), config.to_dict(), training["metrics"], replace=replace or resume
+        name, info.name, str(out), config.to_dict(), training.metrics, replace=replace or resume
     )
     return model, result
 
@@ -110,27 +111,27 @@ def training_record(
     seqs: Sequences,
     result: TrainResult,
     encoder: str | None,
-) -> dict[str, Any]:
-    """What ``training.json`` of a model directory holds."""
-    return {
-        "name": name,
-        "dataset": dataset,
-        "dataset_fingerprint": fingerprint,
-        "users": seqs.n_users,
-        "validation_users": len(validation_users(seqs.lengths)),
-        "config": result.config.to_dict(),
-        "loss_mode": result.config.loss_mode(seqs.n_items),
-        "event_types": list(seqs.type_names) if result.model_config.n_event_types else [],
-        "text_encoder": encoder,
-        "history": result.history,
-        "epochs": len(result.history),
-        "best_epoch": result.best_epoch,
-        "seconds": round(result.seconds, 2),
-        "stopped_early": result.stopped_early,
-        "interrupted": result.interrupted,
-        "metrics": {MetricKeys.NDCG: result.best_val_ndcg10, MetricKeys.HR: result.best_val_hr10},
-        "transitions": {k: v for k, v in result.transitions.items() if k != "message"},
-    }
+) -> TrainingRecord:
+    """What ``training.json`` of a model directory holds (``saved`` is set by the save)."""
+    return TrainingRecord(
+        name=name,
+        dataset=dataset,
+        dataset_fingerprint=fingerprint,
+        users=seqs.n_users,
+        validation_users=len(validation_users(seqs.lengths)),
+        config=result.config.to_dict(),
+        loss_mode=result.config.loss_mode(seqs.n_items),
+        event_types=list(seqs.type_names) if result.model_config.n_event_types else [],
+        text_encoder=encoder,
+        history=result.history,
+        epochs=len(result.history),
+        best_epoch=result.best_epoch,
+        seconds=round(result.seconds, 2),
+        stopped_early=result.stopped_early,
+        interrupted=result.interrupted,
+        metrics={MetricKeys.NDCG: result.best_val_ndcg10, MetricKeys.HR: result.best_val_hr10},
+        transitions={k: v for k, v in result.transitions.items() if k != "message"},
+    )
 
 
 # --------------------------------------------------------------------------- background runs
@@ -304,7 +305,7 @@ def train_distributed(
     out_dir: str | Path | None = None,
     resume: bool = False,
     replace: bool = False,
-) -> tuple[ModelInfo, dict[str, Any]]:
+) -> tuple[ModelInfo, TrainingRecord]:
     """Train in ``nproc`` data-parallel processes (``torchrun``), wait, register the model.
 
     Returns:
@@ -329,7 +330,7 @@ def train_distributed(
     if model is None:
         why = status.error or f"the workers exited with status {done.returncode}"
         raise StoreError(f"distributed training did not finish: {why} (run folder {folder})")
-    return model, status.result
+    return model, TrainingRecord.from_dict(status.result)
 
 
 def worker_command(folder: Path, resume: bool = False, nproc: int = 1) -> list[str]:
@@ -516,7 +517,7 @@ def _worker(folder: Path, resume: bool) -> int:
     except (OSError, CheckpointError) as exc:
         (folder / "error.txt").write_text(f"could not save the model: {exc}")
         return 1
-    (folder / "result.json").write_text(json.dumps(training))
+    (folder / "result.json").write_text(json.dumps(training.to_dict()))
     return 0
 
 
