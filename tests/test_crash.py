@@ -166,7 +166,7 @@ def test_resume_continues_from_the_last_complete_checkpoint(killed_and_resumed) 
     first = killed_and_resumed["checkpoint_epoch"]
     validated = [p["epoch"] for p in killed_and_resumed["resumed"] if p["phase"] == "validate"]
     assert validated == list(range(first + 1, 6))  # continued, not restarted
-    assert [h["epoch"] for h in done.result["history"]] == [1, 2, 3, 4, 5]
+    assert [h["epoch"] for h in done.result.history] == [1, 2, 3, 4, 5]
     model = killed_and_resumed["model"]
     assert model is not None and model.name == "crash-model"
     assert [m.name for m in killed_and_resumed["store"].list_models()] == ["crash-model"]

@@ -146,7 +146,7 @@ class RunStatus:
     job: dict[str, Any]
     progress: list[dict[str, Any]]
     state: str  # "queued", "running", "finished", "stopped", "failed", "lost"
-    result: dict[str, Any] | None
+    result: TrainingRecord | None  # the record of a run that ended (its result.json)
     error: str | None
     queued: float | None = None  # when it joined the queue (state "queued")
 
@@ -330,7 +330,7 @@ def train_distributed(
     if model is None:
         why = status.error or f"the workers exited with status {done.returncode}"
         raise StoreError(f"distributed training did not finish: {why} (run folder {folder})")
-    return model, TrainingRecord.from_dict(status.result)
+    return model, status.result
 
 
 def worker_command(folder: Path, resume: bool = False, nproc: int = 1) -> list[str]:
@@ -397,12 +397,12 @@ def _run_status(folder: Path) -> RunStatus:
                 break  # a line being written
     result = None
     if (folder / "result.json").exists():
-        result = json.loads((folder / "result.json").read_text())
+        result = TrainingRecord.from_dict(json.loads((folder / "result.json").read_text()))
     error = (folder / "error.txt").read_text() if (folder / "error.txt").exists() else None
     pid = int((folder / "pid").read_text()) if (folder / "pid").exists() else 0
     queued = _queued_since(folder)
     if result:
-        state = "stopped" if result.get("interrupted") else "finished"
+        state = "stopped" if result.interrupted else "finished"
     elif error:
         state = "failed"
     elif pid and _alive(pid):
@@ -445,14 +445,14 @@ def queue_position(runs: list[RunStatus], run: RunStatus) -> int:
 def collect_run(store: Store, status: RunStatus) -> ModelInfo | None:
     """Register a finished run's model (once); None while it is not finished, or when
     its dataset was deleted while it trained."""
-    if not status.result or status.result.get("interrupted"):
+    if not status.result or status.result.interrupted:
         return None
     name = status.job["name"]
     existing = store.find_model(name)
     if (
         existing
         and existing.path == status.job["out"]
-        and existing.metrics == status.result["metrics"]
+        and existing.metrics == status.result.metrics
     ):
         return existing  # collected before (a replaced model shares the path, not these)
     if store.find_dataset(status.job["dataset"]) is None:
@@ -465,7 +465,7 @@ def collect_run(store: Store, status: RunStatus) -> ModelInfo | None:
         status.job["dataset"],
         status.job["out"],
         status.job["config"],
-        status.result["metrics"],
+        status.result.metrics,
         replace=replace,
     )
 

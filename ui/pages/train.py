@@ -291,16 +291,16 @@ def _run_panel(run: RunStatus, runs: list[RunStatus]) -> None:
             )
         elif run.state == "finished":
             model = collect_run(get_store(), run)
-            metrics = run.result["metrics"]
-            memory = run.result.get("transitions") or {}
+            record = run.result
+            metrics = record.metrics
             st.success(
                 f"Saved model {md_escape(job['name'])}: validation NDCG@10 "
-                f"{metrics['val_ndcg@10']:.4f}, HR@10 {metrics['val_hr@10']:.4f} "
-                f"(best epoch {run.result['best_epoch']}, {run.result['seconds']:.0f} s)."
+                f"{metrics[MetricKeys.NDCG]:.4f}, HR@10 {metrics[MetricKeys.HR]:.4f} "
+                f"(best epoch {record.best_epoch}, {record.seconds or 0:.0f} s)."
                 + (
                     f" With its transition memory; the Transformer alone scored "
-                    f"{memory['val_ndcg@10_without']:.4f}."
-                    if memory.get("kept")
+                    f"{record.without_memory:.4f}."
+                    if record.memory_kept and record.without_memory is not None
                     else ""
                 )
             )
@@ -312,16 +312,10 @@ def _run_panel(run: RunStatus, runs: list[RunStatus]) -> None:
                 charts.training_curves(
                     run.epochs,
                     "Loss and validation NDCG@10",
-                    _memory_ndcg(run.result) if run.state == "finished" else None,
+                    run.result.memory_ndcg if run.state == "finished" else None,
                 ),
                 key=f"curve_{run.run_id}_{len(run.epochs)}",
             )
-
-
-def _memory_ndcg(result: dict | None) -> float | None:
-    """Validation NDCG@10 with the transition memory, when the run kept one."""
-    memory = (result or {}).get("transitions") or {}
-    return memory.get(MetricKeys.NDCG) if memory.get("kept") else None
 
 
 @st.fragment(run_every=2)
