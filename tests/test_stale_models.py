@@ -17,6 +17,7 @@ from shapes import copy_of_shape, ids_only_changed, load_shape
 from streamlit.testing.v1 import AppTest
 
 from core.cli import main
+from core.models.record import TrainingRecord
 from core.models.registry import lost_model_message, model_warning, resolve_model
 from core.store import Store, StoreError, open_store
 
@@ -80,7 +81,7 @@ def test_a_run_that_finishes_after_its_dataset_was_deleted_is_not_registered(db,
     try:
         store.drop_dataset(NAME)
         job = {"name": "late", "dataset": NAME, "out": str(tmp_path / "late"), "config": {}}
-        run = RunStatus("r1", tmp_path, job, [], "finished", {"metrics": {}}, None)
+        run = RunStatus("r1", tmp_path, job, [], "finished", TrainingRecord(), None)
         assert collect_run(store, run) is None
         assert store.find_model("late") is None
     finally:
