@@ -113,7 +113,7 @@ def left_padded(
     [[2, 3], [0, 4]]
     """
     lengths = np.minimum(ends - starts, width)
-    out = np.full((len(starts), width), PAD, dtype=dtype)
+    out = np.zeros((len(starts), width), dtype=dtype)  # PAD is 0: fresh zeroed pages
     rows = np.repeat(np.arange(len(starts)), lengths)
     # Position of each kept value inside its row, counted from the row's first kept one.
     within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
