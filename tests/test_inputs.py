@@ -13,6 +13,7 @@ import torch
 
 from core.data import sequences
 from core.data.sequences import Sequences
+from core.data.splits import leave_one_out
 from core.models import inputs, scoring
 from core.models.bert import ModelConfig, PreferenceModel
 from core.models.inputs import (
@@ -22,7 +23,8 @@ from core.models.inputs import (
     query_inputs,
 )
 from core.models.scoring import ModelScorer
-from core.training.validation import rank_targets, tie_floor
+from core.training.cluster import Cluster
+from core.training.validation import ValidationSet, rank_targets, tie_floor
 
 # Histories of every shape a log has: cold, one item, short, exactly the window, longer.
 HISTORIES = [
@@ -120,3 +122,22 @@ def test_serving_rows_are_the_sequences_own_padding() -> None:
     assert (history_rows(HISTORIES, 8) == seqs.padded(8)).all()
     users = np.array([4, 1])
     assert (history_rows([HISTORIES[4], HISTORIES[1]], 5) == seqs.padded(5, users)).all()
+
+
+def test_validation_reads_as_many_items_as_serving() -> None:
+    """A long history is validated on the same last items a recommendation reads (before,
+    validation rows were one column short, so the mask took one more item's place)."""
+    history = np.arange(1, 21)  # 20 items: 18 train, 1 validation target, 1 test target
+    seqs = Sequences(
+        np.array(["u"], dtype=object),
+        np.array(["", *(f"i{i}" for i in range(1, 41))], dtype=object),
+        np.array([0, len(history)]),
+        history.astype(np.int32),
+    )
+    split = leave_one_out(seqs)
+    config = ModelConfig(n_items=40, max_len=8)
+    validation = ValidationSet.of(split, Cluster(), config, with_types=False)
+    asked = query_inputs(torch.from_numpy(validation.histories), config)
+    served = query_inputs(torch.from_numpy(history_rows([history[:18]], 8)), config)
+    assert asked.tolist() == served.tolist() == [[12, 13, 14, 15, 16, 17, 18, config.mask_index]]
+    assert validation.targets.tolist() == [19]

@@ -227,7 +227,7 @@ def _set_up(
         started=started,
         train=split.train,
         windows=windows,
-        validation=ValidationSet.of(split, cluster, config.max_len, with_types=n_types > 0),
+        validation=ValidationSet.of(split, cluster, model_config, with_types=n_types > 0),
         model=model,
         model_config=model_config,
         step_loss=step_loss,

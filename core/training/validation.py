@@ -17,8 +17,8 @@ import torch
 
 from core.common.columns import MetricKeys
 from core.data.splits import Split
-from core.models.bert import PreferenceModel
-from core.models.inputs import query_batches
+from core.models.bert import ModelConfig, PreferenceModel
+from core.models.inputs import history_width, query_batches
 from core.training.cluster import Cluster
 
 
@@ -147,21 +147,25 @@ def shared_ndcg_hr(ranks: np.ndarray, cluster: Cluster | None = None) -> tuple[f
 @dataclass
 class ValidationSet:
     """This process's share of the validation users: their training histories (left-padded
-    to ``max_len - 1`` items, the mask token's column left free), held-out items and, for a
-    model with event types, the histories' types."""
+    rows as wide as a query reads, :func:`core.models.inputs.history_width`, so validation
+    asks exactly what serving asks), held-out items and, for a model with event types,
+    the histories' types."""
 
     histories: np.ndarray
     targets: np.ndarray
     types: np.ndarray | None = None
 
     @classmethod
-    def of(cls, split: Split, cluster: Cluster, max_len: int, with_types: bool) -> ValidationSet:
+    def of(
+        cls, split: Split, cluster: Cluster, model_config: ModelConfig, with_types: bool
+    ) -> ValidationSet:
         share = cluster.share(len(split.val_users))
         users, targets = split.val_users[share], split.val_targets[share]
-        histories = split.train.padded(max_len - 1, users).astype(np.int64)
+        width = history_width(model_config)
+        histories = split.train.padded(width, users).astype(np.int64)
         types = None
         if with_types:
-            types = split.train.padded_types(max_len - 1, users).astype(np.int64)
+            types = split.train.padded_types(width, users).astype(np.int64)
         return cls(histories, targets, types)
 
     def measure(
