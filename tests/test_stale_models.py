@@ -8,6 +8,7 @@ the items the model was trained on), never a traceback.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,40 @@ def test_a_run_that_finishes_after_its_dataset_was_deleted_is_not_registered(db,
         run = RunStatus("r1", tmp_path, job, [], "finished", TrainingRecord(), None)
         assert collect_run(store, run) is None
         assert store.find_model("late") is None
+    finally:
+        store.close()
+
+
+def test_a_run_whose_folder_a_later_run_replaced_is_not_registered_again(db, tmp_path) -> None:
+    """Two runs of one name, the second replacing the first's folder: the Train page shows
+    both, and the first must not come back as a second name on the second's weights."""
+    from core.training.runs import RunStatus, collect_run
+
+    folder = tmp_path / "twice"
+    folder.mkdir()
+    first = TrainingRecord(name="twice", metrics={"val_ndcg@10": 0.1})
+    second = TrainingRecord(name="twice", metrics={"val_ndcg@10": 0.2})
+
+    def run(run_id: str, record: TrainingRecord, replace: bool) -> RunStatus:
+        job = {"name": "twice", "dataset": NAME, "out": str(folder), "config": {}}
+        job["replace"] = replace
+        return RunStatus(run_id, tmp_path, job, [], "finished", record, None)
+
+    store = Store(db)
+    try:
+        (folder / "training.json").write_text(json.dumps(first.to_dict()))
+        assert collect_run(store, run("r1", first, False)).metrics == first.metrics
+        # The second run saves over the folder and is collected; the first one's panel
+        # still asks after it.
+        (folder / "training.json").write_text(json.dumps(second.to_dict()))
+        assert collect_run(store, run("r2", second, True)).metrics == second.metrics
+        assert collect_run(store, run("r1", first, False)) is None
+        models = [m for m in store.list_models() if m.path == str(folder)]
+        assert [(m.name, m.metrics) for m in models] == [("twice", second.metrics)]
+        # A run whose folder is gone has nothing to register either.
+        gone = run("r3", TrainingRecord(metrics={"val_ndcg@10": 0.3}), False)
+        gone.job["out"], gone.job["name"] = str(tmp_path / "gone"), "gone"
+        assert collect_run(store, gone) is None and store.find_model("gone") is None
     finally:
         store.close()
 

@@ -40,7 +40,7 @@ import torch
 from core.common.columns import MetricKeys
 from core.data.sequences import Sequences, dataset_sequences
 from core.data.splits import validation_users
-from core.models.checkpoint import CheckpointError, check_replaceable, save_model
+from core.models.checkpoint import CheckpointError, check_replaceable, read_training, save_model
 from core.models.record import TrainingRecord
 from core.models.registry import claim_model_name, data_home, free_model_name, model_home
 from core.models.text import item_text_vectors
@@ -443,8 +443,9 @@ def queue_position(runs: list[RunStatus], run: RunStatus) -> int:
 
 
 def collect_run(store: Store, status: RunStatus) -> ModelInfo | None:
-    """Register a finished run's model (once); None while it is not finished, or when
-    its dataset was deleted while it trained."""
+    """Register a finished run's model (once); None while it is not finished, when its
+    dataset was deleted while it trained, or when its folder no longer holds its model (a
+    later run replaced it there, or the folder is gone)."""
     if not status.result or status.result.interrupted:
         return None
     name = status.job["name"]
@@ -457,6 +458,9 @@ def collect_run(store: Store, status: RunStatus) -> ModelInfo | None:
         return existing  # collected before (a replaced model shares the path, not these)
     if store.find_dataset(status.job["dataset"]) is None:
         return None  # its dataset was deleted while it trained: nothing to register it on
+    on_disk = read_training(status.job["out"])
+    if on_disk is None or on_disk.metrics != status.result.metrics:
+        return None  # another run's model is in the folder now: nothing of this one to register
     replace = bool(status.job.get("replace"))
     if store.model_owner(name) is not None and not replace:
         name = free_model_name(store, name)  # registered by someone else while it trained
