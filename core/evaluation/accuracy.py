@@ -16,7 +16,6 @@ from collections.abc import Sequence
 import numpy as np
 
 KS: tuple[int, ...] = (1, 5, 10, 20, 50)
-RANK_METRICS = ("hr", "ndcg", "recall", "precision")
 
 
 def _discounts(n: int) -> np.ndarray:

@@ -47,7 +47,7 @@ def history_rows(histories: Sequence[np.ndarray], width: int) -> np.ndarray:
     lengths = np.array([len(h) for h in histories], dtype=np.int64)
     ends = np.cumsum(lengths)
     values = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories] or [[]])
-    return left_padded(values.astype(np.int64), ends - lengths, ends, width, np.int64)
+    return left_padded(values, ends - lengths, ends, width, np.int64)
 
 
 def query_widths(histories: np.ndarray | torch.Tensor, config: ModelConfig) -> np.ndarray:

@@ -284,13 +284,9 @@ def _run_panel(run: RunStatus, runs: list[RunStatus]) -> None:
                 st.rerun()
         elif run.state == "failed":
             st.error(md_escape(run.error or "the run failed"))
-        elif run.state == "finished" and collect_run(get_store(), run) is None:
-            st.warning(
-                f"Finished, but its dataset {md_escape(job['dataset'])} was deleted while it "
-                f"trained, so the model is not registered (its folder: {md_escape(job['out'])})."
-            )
+        elif run.state == "finished" and (model := collect_run(get_store(), run)) is None:
+            st.warning(_not_registered(job))
         elif run.state == "finished":
-            model = collect_run(get_store(), run)
             record = run.result
             metrics = record.metrics
             st.success(
@@ -304,7 +300,7 @@ def _run_panel(run: RunStatus, runs: list[RunStatus]) -> None:
                     else ""
                 )
             )
-            if model and st.button("Use this model", key=f"use_{run.run_id}"):
+            if st.button("Use this model", key=f"use_{run.run_id}"):
                 st.session_state[PENDING_MODEL] = model.name
                 st.rerun()
         if run.epochs:
@@ -316,6 +312,20 @@ def _run_panel(run: RunStatus, runs: list[RunStatus]) -> None:
                 ),
                 key=f"curve_{run.run_id}_{len(run.epochs)}",
             )
+
+
+def _not_registered(job: dict) -> str:
+    """Why a finished run's model is not registered (see core.training.runs.collect_run)."""
+    folder = md_escape(job["out"])
+    if get_store().find_dataset(job["dataset"]) is None:
+        return (
+            f"Finished, but its dataset {md_escape(job['dataset'])} was deleted while it "
+            f"trained, so the model is not registered (its folder: {folder})."
+        )
+    return (
+        f"Finished, but its folder {folder} no longer holds its model (a later run of the "
+        "same name saved over it, or the folder was removed), so it is not registered."
+    )
 
 
 @st.fragment(run_every=2)
