@@ -115,7 +115,9 @@ def test_capped_ranking_agrees_with_the_plain_ranking_below_the_cap() -> None:
         s = scores[row].clone()
         s[torch.as_tensor(hist[row][hist[row] > 0])] = float("-inf")
         s[targets[row]] = scores[row, targets[row]]
-        assert plain[row] == int((s > s[targets[row]]).sum())
+        # the ranking trims padding columns, so its scores may differ in the last bits
+        target = s[targets[row]]
+        assert int((s > target + 1e-4).sum()) <= plain[row] <= int((s > target - 1e-4).sum())
     capped = rank_targets(model, hist, targets, torch.device("cpu"), batch=64, cap=10)
     below = plain < 10
     assert (capped[below] == plain[below]).all()

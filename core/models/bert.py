@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel
 
+from core.models.dropout import use_cheap_dropout
+
 ATTENTIONS = ("bidirectional", "prefix")
 
 
@@ -140,7 +142,7 @@ class PreferenceModel(nn.Module):
             )
         self.config = config
         self.item_embeddings = nn.Embedding(config.vocab_size, config.hidden, padding_idx=0)
-        self.encoder = BertModel(config.bert_config(), add_pooling_layer=False)
+        self.encoder = use_cheap_dropout(BertModel(config.bert_config(), add_pooling_layer=False))
         # Items come in as inputs_embeds from the item table; BERT's own (1-row) word
         # embedding is never used, so it is not trained (DDP requires every trained
         # weight to get a gradient).
