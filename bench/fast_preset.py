@@ -97,7 +97,7 @@ def main() -> None:
         report = {
             "benchmark": "fast_preset",
             "machine": machine(),
-            "code": code_state(["core/training/", "core/models/bert.py"]),
+            "code": code_state(["core/training/", "core/models/bert.py", "core/models/dropout.py"]),
             "data": {"users": seqs.n_users, "items": seqs.n_items, "events": len(seqs.items)},
             "text_encoder": encoder,
             "most_popular_val_ndcg@10": round(popularity_val_ndcg(seqs), 4),

@@ -72,6 +72,7 @@ MEASURED_CODE = (
     "core/evaluation/",
     "core/training/",
     "core/models/bert.py",
+    "core/models/dropout.py",
     "core/models/baselines.py",
     "core/models/inputs.py",
     "core/models/scoring.py",
