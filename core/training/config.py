@@ -38,8 +38,9 @@ PRESETS: dict[str, dict] = {
     # Minutes on a CPU for a mid-sized catalogue: every prefix every epoch, large
     # batches, and 8,192 sampled negatives when the catalogue is over the sampled-softmax
     # threshold. On Amazon Beauty (54k items), starting the items from co-occurrence, the
-    # Transformer alone reaches val NDCG@10 0.0356 and test 0.0329 in 10 minutes on 2
-    # cores with bfloat16 units (a hidden size of 128 learned less per second there).
+    # Transformer alone reaches test NDCG@10 0.0338 in 10 minutes on 2 AVX2-only cores
+    # (6 epochs with the cheap CPU dropout; Markov 0.0322), and 0.0332 with bfloat16
+    # units before it (a hidden size of 128 learned less per second there).
     # Prefix attention halves the epoch there but learns less per epoch (val 0.0334
     # against 0.0348 in 10 minutes on an AVX2-only CPU), so this preset keeps
     # bidirectional next-item windows.
