@@ -6,8 +6,9 @@ layers themselves (a (512, 30, 64) activation: 12 ms for dropout forward and bac
 6 ms for the 64-to-256 linear layer after it). :class:`CheapDropout` draws one random
 byte per element from numpy's PCG64 instead and keeps an element when its byte is at
 least ``round(p * 256)``, so it drops with probability ``round(p * 256) / 256``
-(0.1992 for 0.2) and scales the kept ones to keep the mean: 3.2 times as fast, forward
-and backward together (BENCHMARKS.md, "Cheap dropout").
+(0.1992 for 0.2) and scales the kept ones to keep the mean: 2.8 to 3.8 times as fast,
+forward and backward together, and a ``balanced`` step on Beauty about 1.2 times as fast
+(BENCHMARKS.md, "Cheap dropout").
 
 On CUDA, and in eval mode, it is plain ``nn.Dropout``; it has no weights, so a saved
 model loads the same either way.
