@@ -22,12 +22,11 @@ from torch import nn
 
 
 class _ByteDropout(torch.autograd.Function):
-    """``x * keep / P(keep)`` with ``keep`` drawn from random bytes; the backward pass
-    reuses the scaled mask."""
+    """``x * keep / P(keep)``, ``keep`` where a random byte is at least ``cut``; the
+    backward pass reuses the scaled mask."""
 
     @staticmethod
-    def forward(ctx, x, p, rng):  # noqa: D102
-        cut = round(p * 256)
+    def forward(ctx, x, cut, rng):  # noqa: D102
         keep = np.frombuffer(rng.bytes(x.numel()), dtype=np.uint8).reshape(x.shape) >= cut
         scaled = torch.from_numpy(keep).to(x.dtype).mul_(256 / (256 - cut))
         ctx.save_for_backward(scaled)
@@ -51,11 +50,10 @@ class CheapDropout(nn.Dropout):
         self.rng = np.random.default_rng(int(torch.randint(0, 2**62, (), device="cpu")))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        if not self.training or self.p == 0 or x.device.type != "cpu" or round(self.p * 256) == 0:
-            return super().forward(x)
-        if round(self.p * 256) >= 256:
-            return x * 0.0
-        return _ByteDropout.apply(x, self.p, self.rng)
+        cut = round(self.p * 256)
+        if not self.training or x.device.type != "cpu" or not 0 < cut < 256:
+            return super().forward(x)  # torch's own: off, on CUDA, or a rate of ~0 or ~1
+        return _ByteDropout.apply(x, cut, self.rng)
 
 
 def use_cheap_dropout(module: nn.Module) -> nn.Module:
